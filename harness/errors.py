@@ -1,0 +1,16 @@
+"""The one error type users see: a single line naming the file, key or row and what is allowed.
+
+The CLI turns any HarnessError into that line on stderr and exit code 2, with no traceback.
+"""
+
+
+class HarnessError(Exception):
+    """Bad input or an unreachable resource, explained in one line."""
+
+
+class SpecError(HarnessError):
+    """A study spec that cannot be run: malformed YAML, unknown key or value."""
+
+
+class DataError(HarnessError):
+    """A data file that breaks the contest format: columns, pixel range, labels, ids."""
