@@ -1,0 +1,241 @@
+"""Study spec: YAML on disk → a validated, frozen `StudySpec`.
+
+Validation happens once, here, at the edge. Everything downstream receives typed objects, never raw dicts.
+An unknown key or value is refused with the key's path and what is allowed (a `SpecError`, one line).
+YAML is read with `yaml.safe_load`; nothing in a spec is evaluated as code.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from harness.errors import SpecError
+
+SeedSource = Literal["init", "order", "augment", "dropout", "split"]
+SEED_SOURCES: tuple[str, ...] = typing.get_args(SeedSource)
+
+
+class Strict(BaseModel):
+    """Base for every spec section: unknown keys are errors and objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    filters: int = Field(32, ge=1, le=512)
+    depth: int = Field(2, ge=1, le=5)
+    kernel_size: int = Field(3, ge=1, le=7)
+    dense_units: int = Field(128, ge=1, le=4096)
+    dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    batch_norm: bool = True
+    head: Literal["flatten", "global_pool"] = "flatten"
+
+
+class AugmentationConfig(Strict):
+    enabled: bool = False
+    rotation: float = Field(0.05, ge=0.0, le=0.5)
+    translation: float = Field(0.08, ge=0.0, le=0.5)
+    zoom: float = Field(0.08, ge=0.0, le=0.5)
+
+
+class TrainingConfig(Strict):
+    batch_size: int = Field(64, ge=1, le=4096)
+    learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+
+
+class SeedsConfig(Strict):
+    """One seed per source of randomness. Sources listed in `fresh` get a new seed for every replicate,
+    derived from their value and the replicate index; the others keep their value across replicates."""
+
+    init: int = Field(0, ge=0)
+    order: int = Field(0, ge=0)
+    augment: int = Field(0, ge=0)
+    dropout: int = Field(0, ge=0)
+    split: int = Field(0, ge=0)
+    fresh: list[SeedSource] = Field(default_factory=lambda: ["init", "order", "augment", "dropout"])
+
+
+class DeterminismConfig(Strict):
+    """Process-level switches: a change here starts a separate training process."""
+
+    op_determinism: bool = True
+    env_flags: bool = True
+    intra_op_threads: int = Field(0, ge=0, le=256)
+    inter_op_threads: int = Field(0, ge=0, le=256)
+    xla: bool = False
+
+
+class EvaluationConfig(Strict):
+    method: Literal["holdout", "kfold"] = "holdout"
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    k: int = Field(5, ge=2, le=50)
+    fold: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> EvaluationConfig:
+        if self.method == "kfold" and self.fold >= self.k:
+            raise ValueError(f"fold must be in 0..{self.k - 1} for k={self.k}")
+        return self
+
+
+class StageDef(Strict):
+    pipeline: str | list[Any] = Field(default_factory=list)
+    epochs: int = Field(3, ge=1, le=1000)
+
+
+class RunConfig(Strict):
+    """One training's configuration before references (pipeline and stage names) are resolved."""
+
+    model: ModelConfig = ModelConfig()
+    augmentation: AugmentationConfig = AugmentationConfig()
+    training: TrainingConfig = TrainingConfig()
+    seeds: SeedsConfig = SeedsConfig()
+    determinism: DeterminismConfig = DeterminismConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    pipelines: dict[str, list[Any]] = Field(default_factory=dict)
+    stages: dict[str, StageDef] = Field(default_factory=lambda: {"train": StageDef()})
+    stage_order: list[str] = Field(default_factory=lambda: ["train"], min_length=1)
+
+
+class DataConfig(Strict):
+    source: Literal["synthetic", "csv"] = "synthetic"
+    n: int = Field(2000, ge=20, le=200_000)
+    seed: int = 0
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _csv_needs_path(self) -> DataConfig:
+        if self.source == "csv" and self.path is None:
+            raise ValueError("source 'csv' needs 'path' (a contest train.csv or train.csv.gz)")
+        return self
+
+
+class TrackingConfig(Strict):
+    uri: str | None = None
+
+
+class StudySpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
+    description: str = ""
+    data: DataConfig = DataConfig()
+    design: Literal["factorial", "one_at_a_time"] = "factorial"
+    repeats: int = Field(1, ge=1, le=1000)
+    factors: dict[str, list[Any]] = Field(default_factory=dict)
+    base: RunConfig = RunConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    _source_path: Path | None = PrivateAttr(None)
+    _source_text: str = PrivateAttr("")
+
+    @property
+    def source_path(self) -> Path | None:
+        """The file this spec came from (relative paths in it resolve against its folder)."""
+        return self._source_path
+
+    @property
+    def source_text(self) -> str:
+        """The spec's exact YAML text, stored with every run."""
+        return self._source_text
+
+    @field_validator("factors")
+    @classmethod
+    def _factors_have_values(cls, factors: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in factors.items():
+            if not values:
+                raise ValueError(f"factor '{key}' needs at least one value")
+        return factors
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study file; relative data paths resolve against the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: cannot read: {err}") from None
+    return parse_spec(text, path)
+
+
+def parse_spec(text: str, path: Path) -> StudySpec:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a study must be a YAML mapping with at least 'name'")
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(f"{path}: {describe_validation_error(err, StudySpec)}") from None
+    data = spec.data
+    if data.path is not None and not data.path.is_absolute():
+        data = data.model_copy(update={"path": (path.parent / data.path).resolve()})
+    spec = spec.model_copy(update={"data": data})
+    spec._source_path, spec._source_text = path, text
+    return spec
+
+
+def describe_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """Pydantic's first error as one line: the dotted key path, the problem and what is allowed."""
+    first = err.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(allowed_keys(model, loc[:-1])) or "none"
+        return f"{key}: unknown key; allowed: {allowed}"
+    if first["type"] == "missing":
+        return f"{key}: required key is missing"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{key}: {message} (got {first.get('input')!r})"
+
+
+def allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The field names valid at a key path, found by walking the models' annotations."""
+    current: Any = model
+    for part in loc:
+        current = _field_model(current, part)
+        if current is None:
+            return []
+    return sorted(current.model_fields) if _is_model(current) else []
+
+
+def _field_model(current: Any, part: str) -> Any:
+    if _is_model(current):
+        field = current.model_fields.get(part)
+        return _unwrap(field.annotation) if field else None
+    origin = typing.get_origin(current)
+    if origin in (dict, list):
+        return _unwrap(typing.get_args(current)[-1])
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional/Union down to the one model or container inside, if any."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if _is_model(arg) or typing.get_origin(arg) in (dict, list):
+                return arg
+    return annotation
+
+
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)

@@ -1,0 +1,195 @@
+"""The only module that talks to MLflow: one parent run per study, one child run per training.
+
+A child run is created only once its training has ended, and logged in one go, so a crash mid-training leaves
+no half-written run. Runs found RUNNING at the start of a study (their process died while logging) are marked
+KILLED and their trainings run again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import HarnessError
+
+STORE_DIR = Path("mlruns")
+ROLE = "harness.role"
+STUDY = "harness.study"
+
+
+def default_uri() -> str:
+    """A SQLite store under ./mlruns, next to its artifacts (what `mlflow ui` opens)."""
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def connect(uri: str | None) -> Any:
+    """An MlflowClient for `uri`, or a one-line error when the store cannot be reached."""
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = uri or default_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HarnessError(f"tracking store '{uri}' is unreachable: {first[:200]}") from None
+    return client
+
+
+def experiment_id(client: Any, study: str, create: bool = True) -> str | None:
+    experiment = client.get_experiment_by_name(study)
+    if experiment is not None:
+        return experiment.experiment_id
+    if not create:
+        return None
+    artifacts = None
+    if client.tracking_uri.startswith("sqlite:///"):
+        artifacts = (Path(client.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    return client.create_experiment(study, artifact_location=artifacts)
+
+
+def study_parent(client: Any, exp_id: str, study: str, spec_text: str) -> str:
+    """The study's parent run: reused across re-runs so all children sit under one parent."""
+    found = client.search_runs([exp_id], f"tags.`{ROLE}` = 'study'", max_results=1, order_by=["start_time ASC"])
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    parent = client.create_run(exp_id, run_name=f"study:{study}", tags={ROLE: "study", STUDY: study})
+    client.log_text(parent.info.run_id, spec_text, "study.yaml")
+    return parent.info.run_id
+
+
+def child_runs(client: Any, exp_id: str) -> list[Any]:
+    return client.search_runs([exp_id], f"tags.`{ROLE}` = 'training'", max_results=50_000)
+
+
+def mark_interrupted(client: Any, exp_id: str) -> int:
+    """Children left RUNNING by a dead process: marked KILLED so they are visible, and re-run."""
+    stale = [r for r in child_runs(client, exp_id) if r.info.status == "RUNNING"]
+    for run in stale:
+        client.set_tag(run.info.run_id, "harness.failure_reason", "process died before the run was logged")
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return len(stale)
+
+
+def completed_run_keys(client: Any, exp_id: str) -> set[str]:
+    """Runs that need no re-run: finished, or failed for a recorded reason (not retried forever)."""
+    return {
+        r.data.tags.get("harness.run_key", "")
+        for r in child_runs(client, exp_id)
+        if r.info.status in ("FINISHED", "FAILED")
+    }
+
+
+def log_result(client: Any, exp_id: str, parent_id: str, result: Any, environment: dict[str, Any]) -> str:
+    """Everything about one training as a child run; returns its run id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    run = result.run
+    tags = {
+        ROLE: "training",
+        STUDY: run.study,
+        "mlflow.parentRunId": parent_id,
+        "harness.run_key": run.run_key,
+        "harness.config_key": run.config_key,
+        "harness.replicate": str(run.replicate),
+        "harness.failure_reason": result.failure_reason,
+        "harness.weights_hash": result.weights_hash,
+        **{f"factor.{key}": value for key, value in run.factors.items()},
+        **{f"env.{key}": str(value) for key, value in environment.items()},
+        **{f"determinism.actual.{key}": str(value) for key, value in result.determinism.items()},
+    }
+    child = client.create_run(exp_id, run_name=run.name, tags=tags)
+    run_id = child.info.run_id
+    now = int(time.time() * 1000)
+    params = [Param(key, _param_text(value)) for key, value in flatten(run.resolved()).items()]
+    metrics = [Metric(key, value, now, 0) for key, value in _final_metrics(result).items()]
+    for row in result.history:
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s"):
+            if key in row and math.isfinite(row[key]):
+                metrics.append(Metric(f"epoch_{key}", row[key], now, row["epoch"]))
+    client.log_batch(run_id, metrics=metrics, params=params)
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "config.json"
+        config_path.write_text(json.dumps({"resolved": run.resolved(), "history": result.history}, indent=1))
+        client.log_artifact(run_id, str(config_path))
+        if result.predictions is not None:
+            predictions_path = Path(tmp) / "predictions.csv"
+            result.predictions.to_csv(predictions_path, index=False)
+            client.log_artifact(run_id, str(predictions_path))
+    client.set_terminated(run_id, status=result.status)
+    return run_id
+
+
+def _final_metrics(result: Any) -> dict[str, float]:
+    values = {"accuracy": result.accuracy, "loss": result.loss, "wall_time_s": result.wall_time_s}
+    return {key: float(value) for key, value in values.items() if math.isfinite(value)}
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config → dotted keys, the form MLflow params and runs-table columns use."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _param_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def runs_table(client: Any, exp_id: str, predictions_dir: Path | None = None) -> pd.DataFrame:
+    """The study's trainings as a tidy runs table (see docs/runs-table.md); latest run per run_key."""
+    rows = []
+    for run in sorted(child_runs(client, exp_id), key=lambda r: r.info.start_time):
+        tags, metrics = run.data.tags, run.data.metrics
+        row = {
+            "run_key": tags.get("harness.run_key", ""),
+            "config_key": tags.get("harness.config_key", ""),
+            "status": run.info.status,
+            "failure_reason": tags.get("harness.failure_reason", ""),
+            "accuracy": metrics.get("accuracy", math.nan),
+            "loss": metrics.get("loss", math.nan),
+            "weights_hash": tags.get("harness.weights_hash", ""),
+            "wall_time_s": metrics.get("wall_time_s", math.nan),
+            "replicate": int(tags.get("harness.replicate", 0)),
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            **{key.removeprefix("factor."): value for key, value in tags.items() if key.startswith("factor.")},
+        }
+        if predictions_dir is not None and run.info.status == "FINISHED":
+            row["predictions"] = _download_predictions(client, run.info.run_id, predictions_dir)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.drop_duplicates("run_key", keep="last").reset_index(drop=True)
+
+
+def _download_predictions(client: Any, run_id: str, out_dir: Path) -> str:
+    target = out_dir / run_id
+    target.mkdir(parents=True, exist_ok=True)
+    path = client.download_artifacts(run_id, "predictions.csv", str(target))
+    return str(Path(path).resolve())
+
+
+def finish_parent(client: Any, parent_id: str, status: str = "FINISHED") -> None:
+    client.set_terminated(parent_id, status=status)

@@ -1,0 +1,151 @@
+"""One run: split → stages (each its own preprocessed images and epochs) → evaluate → `RunResult`.
+
+Training returns a result object and never talks to MLflow; `tracking` logs it. A run that diverges
+(NaN loss) or raises is returned as a FAILED result with its reason, so a study goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness import determinism
+from harness.design import PlannedRun, Stage
+from harness.spec import EvaluationConfig
+
+# Preprocessed images for a stage's pipeline, all rows of the data set, float32 N×H×W in [0, 1].
+ImagesFor = Callable[[Stage], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run: PlannedRun
+    status: str  # FINISHED | FAILED
+    failure_reason: str = ""
+    accuracy: float = math.nan
+    loss: float = math.nan
+    weights_hash: str = ""
+    wall_time_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    predictions: pd.DataFrame | None = None
+    determinism: dict[str, Any] = field(default_factory=dict)
+
+
+def split_indices(digits: np.ndarray, evaluation: EvaluationConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation indices: a holdout or fold `fold` of a k-fold split."""
+    from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
+
+    rows = np.zeros(len(digits))
+    if evaluation.method == "holdout":
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=evaluation.val_fraction, random_state=seed)
+        return next(splitter.split(rows, digits))
+    folds = StratifiedKFold(n_splits=evaluation.k, shuffle=True, random_state=seed)
+    return list(folds.split(rows, digits))[evaluation.fold]
+
+
+def train_run(run: PlannedRun, ids: np.ndarray, digits: np.ndarray, images_for: ImagesFor) -> RunResult:
+    """Train one planned run from scratch; never raises for a training failure."""
+    started = time.perf_counter()
+    try:
+        return _train(run, ids, digits, images_for, started)
+    except Exception as err:  # a broken run must not end the study; its reason is recorded
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        return RunResult(run, "FAILED", failure_reason=reason, wall_time_s=time.perf_counter() - started)
+
+
+def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float) -> RunResult:
+    import keras
+
+    from harness.model import build_cnn
+
+    determinism.seed_run(run.seeds)
+    train_idx, val_idx = split_indices(digits, run.config.evaluation, run.seeds["split"])
+    size = images_for(run.stages[0]).shape[1]
+    model = build_cnn(size, run.config.model, run.config.augmentation, run.seeds)
+    model.compile(
+        optimizer=_optimizer(run),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=run.config.determinism.xla,
+    )
+    history: list[dict[str, Any]] = []
+    for stage_index, stage in enumerate(run.stages):
+        images = images_for(stage)[..., None]
+        failure = _fit_stage(model, run, stage, stage_index, images, digits, train_idx, val_idx, history)
+        if failure:
+            return RunResult(run, "FAILED", failure, history=history, wall_time_s=time.perf_counter() - started)
+    x_val = images_for(run.stages[-1])[val_idx][..., None]
+    logits = model.predict(x_val, batch_size=512, verbose=0)
+    predicted = logits.argmax(axis=1)
+    loss = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(digits[val_idx], logits))
+    predictions = pd.DataFrame({"id": ids[val_idx], "label": digits[val_idx], "pred": predicted})
+    return RunResult(
+        run,
+        "FINISHED",
+        accuracy=float((predicted == digits[val_idx]).mean()),
+        loss=loss,
+        weights_hash=weights_hash(model),
+        wall_time_s=time.perf_counter() - started,
+        history=history,
+        predictions=predictions,
+        determinism=determinism.read_back(run.config.determinism.xla),
+    )
+
+
+def _fit_stage(model, run: PlannedRun, stage: Stage, stage_index: int, images, digits, train_idx, val_idx,
+               history: list[dict[str, Any]]) -> str:
+    """Fit one stage's epochs, appending per-epoch rows to `history`; returns a failure reason or ''."""
+    import keras
+    import tensorflow as tf
+
+    order_seed = int(np.random.SeedSequence([run.seeds["order"], stage_index]).generate_state(1)[0] >> 1)
+    train = (
+        tf.data.Dataset.from_tensor_slices((images[train_idx], digits[train_idx]))
+        .shuffle(len(train_idx), seed=order_seed, reshuffle_each_iteration=True)
+        .batch(run.config.training.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    first_epoch = len(history)
+    clock = {"start": time.perf_counter()}
+
+    def record(epoch: int, logs: dict[str, float]) -> None:
+        now = time.perf_counter()
+        history.append({"epoch": epoch + 1, "stage": stage.name, "epoch_time_s": now - clock["start"],
+                        **{key: float(value) for key, value in logs.items()}})
+        clock["start"] = now
+
+    model.fit(
+        train,
+        epochs=first_epoch + stage.epochs,
+        initial_epoch=first_epoch,
+        validation_data=(images[val_idx], digits[val_idx]),
+        validation_batch_size=512,
+        callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record)],
+        verbose=0,
+    )
+    last_loss = history[-1]["loss"] if len(history) > first_epoch else math.nan
+    if not math.isfinite(last_loss):
+        return f"loss became {last_loss} in epoch {len(history)} (stage '{stage.name}')"
+    return ""
+
+
+def _optimizer(run: PlannedRun) -> Any:
+    import keras
+
+    kinds = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    return kinds[run.config.training.optimizer](learning_rate=run.config.training.learning_rate)
+
+
+def weights_hash(model: Any) -> str:
+    """sha256 over every weight's bytes: equal hashes mean bit-identical models."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
