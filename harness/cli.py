@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(handler=_cmd_run)
 
-    preview = commands.add_parser("preview", help="PNG grid of the same samples after each preprocessing step")
+    preview = commands.add_parser(
+        "preview", help="PNG grid of the same samples after each preprocessing step"
+    )
     preview.add_argument("spec", type=Path)
     preview.add_argument("--out", type=Path, help="output folder (default: reports/STUDY/preview)")
     preview.add_argument("--samples", type=int, default=8)
@@ -62,12 +64,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     study = runner.prepare(spec)
-    print(f"study '{spec.name}': {len(study.runs)} runs on {study.data.images.shape[0]} images "
-          f"(data {study.data.fingerprint})", file=sys.stderr)
+    print(
+        f"study '{spec.name}': {len(study.runs)} runs on {study.data.images.shape[0]} images "
+        f"(data {study.data.fingerprint})",
+        file=sys.stderr,
+    )
     table = runner.run_study(study, args.tracking_uri, progress=not args.no_progress)
     finished = table[table["status"] == "FINISHED"] if not table.empty else table
-    print(f"\n{len(finished)}/{len(study.runs)} runs finished; "
-          f"mean training time {finished['wall_time_s'].mean():.1f} s" if len(finished) else "no finished runs")
+    print(
+        f"\n{len(finished)}/{len(study.runs)} runs finished; "
+        f"mean training time {finished['wall_time_s'].mean():.1f} s"
+        if len(finished)
+        else "no finished runs"
+    )
     varying = [f for f in factor_columns(table) if table[f].nunique() > 1] if not table.empty else []
     if len(finished):
         print(stats.quick_summary(table, varying))
@@ -89,8 +98,9 @@ def _cmd_preview(args: argparse.Namespace) -> int:
             if key in written:
                 continue
             path = out_dir / f"{stage.name}-{key[:8]}.png"
-            preprocess.preview_grid(study.data.images, stage.steps, path, n_samples=args.samples,
-                                    labels=study.data.digits)
+            preprocess.preview_grid(
+                study.data.images, stage.steps, path, n_samples=args.samples, labels=study.data.digits
+            )
             written[key] = path
     for path in written.values():
         print(path)

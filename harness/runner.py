@@ -73,8 +73,14 @@ def run_study(study: Study, tracking_uri: str | None = None, progress: bool = Tr
     groups: dict[tuple, list[PlannedRun]] = defaultdict(list)
     for run in pending:
         groups[process_key(run)].append(run)
-    bar = tqdm(total=len(study.runs), initial=len(study.runs) - len(pending), unit="run",
-               desc=study.spec.name, disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=len(study.runs),
+        initial=len(study.runs) - len(pending),
+        unit="run",
+        desc=study.spec.name,
+        disable=not progress,
+        file=sys.stderr,
+    )
     try:
         for group in groups.values():
             _run_group(group, study.data, client.tracking_uri, exp_id, parent_id, bar)
@@ -100,8 +106,9 @@ def _warm_cache(study: Study, runs: list[PlannedRun]) -> None:
                 preprocess.cached_pipeline(study.data.images, study.data.fingerprint, stage.steps, CACHE_DIR)
 
 
-def _run_group(runs: list[PlannedRun], study_data: StudyData, uri: str, exp_id: str, parent_id: str,
-               bar: Any) -> None:
+def _run_group(
+    runs: list[PlannedRun], study_data: StudyData, uri: str, exp_id: str, parent_id: str, bar: Any
+) -> None:
     """One training process for runs sharing process-level settings; progress comes back on a queue."""
     context = mp.get_context("spawn")
     messages = context.Queue()
@@ -118,8 +125,9 @@ def _run_group(runs: list[PlannedRun], study_data: StudyData, uri: str, exp_id: 
                 message = messages.get(timeout=1.0)
             except queue.Empty:
                 if not worker.is_alive():
-                    raise HarnessError(f"training process died (exit code {worker.exitcode}); "
-                                       "run the study again to resume") from None
+                    raise HarnessError(
+                        f"training process died (exit code {worker.exitcode}); run the study again to resume"
+                    ) from None
                 continue
             remaining -= 1
             bar.set_postfix_str(f"last acc={message['accuracy']:.3f} {message['status'].lower()}")
@@ -131,8 +139,15 @@ def _run_group(runs: list[PlannedRun], study_data: StudyData, uri: str, exp_id: 
             worker.join()
 
 
-def worker_main(runs: list[PlannedRun], study_data: StudyData, cache_dir: Path, uri: str, exp_id: str,
-                parent_id: str, messages: Any) -> None:
+def worker_main(
+    runs: list[PlannedRun],
+    study_data: StudyData,
+    cache_dir: Path,
+    uri: str,
+    exp_id: str,
+    parent_id: str,
+    messages: Any,
+) -> None:
     """Entry point of a training process: configure determinism first, then train and log each run."""
     from harness import determinism, env
     from harness.train import train_run
@@ -145,12 +160,19 @@ def worker_main(runs: list[PlannedRun], study_data: StudyData, cache_dir: Path, 
     def images_for(stage: Any) -> np.ndarray:
         key = preprocess.pipeline_key(stage.steps)
         if key not in loaded:
-            loaded[key] = preprocess.cached_pipeline(study_data.images, study_data.fingerprint, stage.steps,
-                                                     cache_dir)
+            loaded[key] = preprocess.cached_pipeline(
+                study_data.images, study_data.fingerprint, stage.steps, cache_dir
+            )
         return loaded[key]
 
     for run in runs:
         result = train_run(run, study_data.ids, study_data.digits, images_for)
         tracking.log_result(client, exp_id, parent_id, result, environment)
-        messages.put({"run_key": run.run_key, "status": result.status, "accuracy": result.accuracy,
-                      "failure_reason": result.failure_reason})
+        messages.put(
+            {
+                "run_key": run.run_key,
+                "status": result.status,
+                "accuracy": result.accuracy,
+                "failure_reason": result.failure_reason,
+            }
+        )

@@ -64,7 +64,9 @@ def experiment_id(client: Any, study: str, create: bool = True) -> str | None:
 
 def study_parent(client: Any, exp_id: str, study: str, spec_text: str) -> str:
     """The study's parent run: reused across re-runs so all children sit under one parent."""
-    found = client.search_runs([exp_id], f"tags.`{ROLE}` = 'study'", max_results=1, order_by=["start_time ASC"])
+    found = client.search_runs(
+        [exp_id], f"tags.`{ROLE}` = 'study'", max_results=1, order_by=["start_time ASC"]
+    )
     if found:
         client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
@@ -97,7 +99,7 @@ def completed_run_keys(client: Any, exp_id: str) -> set[str]:
 
 def log_result(client: Any, exp_id: str, parent_id: str, result: Any, environment: dict[str, Any]) -> str:
     """Everything about one training as a child run; returns its run id."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     run = result.run
     tags = {
@@ -173,7 +175,9 @@ def runs_table(client: Any, exp_id: str, predictions_dir: Path | None = None) ->
             "replicate": int(tags.get("harness.replicate", 0)),
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,
-            **{key.removeprefix("factor."): value for key, value in tags.items() if key.startswith("factor.")},
+            **{
+                key.removeprefix("factor."): value for key, value in tags.items() if key.startswith("factor.")
+            },
         }
         if predictions_dir is not None and run.info.status == "FINISHED":
             row["predictions"] = _download_predictions(client, run.info.run_id, predictions_dir)

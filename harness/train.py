@@ -38,7 +38,9 @@ class RunResult:
     determinism: dict[str, Any] = field(default_factory=dict)
 
 
-def split_indices(digits: np.ndarray, evaluation: EvaluationConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    digits: np.ndarray, evaluation: EvaluationConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/validation indices: a holdout or fold `fold` of a k-fold split."""
     from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
@@ -80,7 +82,9 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float) 
         images = images_for(stage)[..., None]
         failure = _fit_stage(model, run, stage, stage_index, images, digits, train_idx, val_idx, history)
         if failure:
-            return RunResult(run, "FAILED", failure, history=history, wall_time_s=time.perf_counter() - started)
+            return RunResult(
+                run, "FAILED", failure, history=history, wall_time_s=time.perf_counter() - started
+            )
     x_val = images_for(run.stages[-1])[val_idx][..., None]
     logits = model.predict(x_val, batch_size=512, verbose=0)
     predicted = logits.argmax(axis=1)
@@ -99,8 +103,17 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float) 
     )
 
 
-def _fit_stage(model, run: PlannedRun, stage: Stage, stage_index: int, images, digits, train_idx, val_idx,
-               history: list[dict[str, Any]]) -> str:
+def _fit_stage(
+    model,
+    run: PlannedRun,
+    stage: Stage,
+    stage_index: int,
+    images,
+    digits,
+    train_idx,
+    val_idx,
+    history: list[dict[str, Any]],
+) -> str:
     """Fit one stage's epochs, appending per-epoch rows to `history`; returns a failure reason or ''."""
     import keras
     import tensorflow as tf
@@ -117,8 +130,14 @@ def _fit_stage(model, run: PlannedRun, stage: Stage, stage_index: int, images, d
 
     def record(epoch: int, logs: dict[str, float]) -> None:
         now = time.perf_counter()
-        history.append({"epoch": epoch + 1, "stage": stage.name, "epoch_time_s": now - clock["start"],
-                        **{key: float(value) for key, value in logs.items()}})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "stage": stage.name,
+                "epoch_time_s": now - clock["start"],
+                **{key: float(value) for key, value in logs.items()},
+            }
+        )
         clock["start"] = now
 
     model.fit(
