@@ -265,13 +265,14 @@ def quick_summary(df: pd.DataFrame, factors: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-_DESIGN_NAMES = {"variance_decomposition", "random_effects", "seeds_needed", "identical_groups"}
+_LAZY = {"variance_decomposition": "stats_design", "random_effects": "stats_design",
+         "seeds_needed": "stats_design", "identical_groups": "stats_repro", "determinism_cost": "stats_repro"}
 
 
 def __getattr__(name: str) -> Any:
     """Lazy re-export of the design-level analyses so `from harness.stats import X` works for all."""
-    if name in _DESIGN_NAMES:
-        from harness import stats_design
+    if name in _LAZY:
+        import importlib
 
-        return getattr(stats_design, name)
+        return getattr(importlib.import_module(f"harness.{_LAZY[name]}"), name)
     raise AttributeError(name)
