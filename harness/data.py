@@ -122,6 +122,7 @@ def _integers(path: Path, frame: pd.DataFrame, low: int, high: int, what: str, i
     if bad.any():
         row, column = np.argwhere(bad)[0]
         value = frame.iat[row, column]
+        value = value.item() if isinstance(value, np.generic) else value  # 256, not np.int64(256)
         raise DataError(
             f"{_where(path, row, ids)}, column '{frame.columns[column]}': {what} {value!r} "
             f"is not an integer in {low}..{high}"
