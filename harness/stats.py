@@ -193,8 +193,12 @@ def holm(pvalues: list[float | None]) -> list[float | None]:
     return out
 
 
-def mean_tests(df: pd.DataFrame, factor: str, *, pairwise: bool = True) -> dict[str, Any]:
-    """Do the means differ? One-way ANOVA, Welch ANOVA, Kruskal–Wallis, eta², Holm-corrected pairs."""
+def mean_tests(df: pd.DataFrame, factor: str, *, pairwise: bool = True,
+               effect_size: bool = True) -> dict[str, Any]:
+    """Do the means differ? One-way ANOVA, Welch ANOVA, Kruskal–Wallis, eta², Holm-corrected pairs.
+
+    effect_size=False skips the OLS fit behind eta² (for simulations that only need p-values).
+    """
     from statsmodels.stats.oneway import anova_oneway
 
     used, excluded, reason = testable_groups(groups_of(df, factor))
@@ -216,7 +220,8 @@ def mean_tests(df: pd.DataFrame, factor: str, *, pairwise: bool = True) -> dict[
             out["welch"] = {"statistic": None, "p": None, "df_num": None, "df_denom": None,
                             "note": "Welch ANOVA undefined: a level has no spread"}
         out["kruskal"] = _test(ss.kruskal(*samples))
-    out["eta_squared"] = eta_squared(used)
+    if effect_size:
+        out["eta_squared"] = eta_squared(used)
     if pairwise:
         rows = [_pair(a, used[a], b, used[b]) for a, b in combinations(used, 2)]
         for key in ("welch_p", "mw_p"):
@@ -251,7 +256,7 @@ def quick_summary(df: pd.DataFrame, factors: list[str] | None = None) -> str:
         width = max(len(r["level"]) for r in summary)
         for r in summary:
             lines.append(f"  {r['level']:<{width}}  {_pct(r['mean'])} ± {_pct(r['std'])} %  (n={r['n']})")
-        var, mean = variance_tests(df, factor), mean_tests(df, factor, pairwise=False)
+        var, mean = variance_tests(df, factor), mean_tests(df, factor, pairwise=False, effect_size=False)
         if var["testable"] or mean["testable"]:
             bf = var["brown_forsythe"] or {}
             lines.append(f"  spread: Brown–Forsythe {fmt_p(bf.get('p'))} · means: "

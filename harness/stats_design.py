@@ -130,7 +130,8 @@ def variance_decomposition(df: pd.DataFrame, factors: list[str] | None = None, *
 def _bootstrap_shares(d: pd.DataFrame, formula: str, cols: list[str],
                       n_boot: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Percentile CIs of every share, resampling runs within design cells (scipy.stats.bootstrap)."""
-    cells = [g.to_numpy() for _, g in d.groupby(cols).groups.items()]
+    cell = d.groupby(cols, sort=False).ngroup().to_numpy()
+    cells = [np.flatnonzero(cell == c) for c in np.unique(cell)]
     if n_boot <= 0 or min(len(c) for c in cells) < 2:
         return None
 
