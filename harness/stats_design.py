@@ -3,9 +3,12 @@
 - variance_decomposition: statsmodels OLS with categorical main effects (plus two-way interactions
   when every cell of the pair has >= 2 runs) and anova_lm(typ=2). Each term's share is its type-II
   sum of squares over the total sum of squares; the residual is labelled "seed noise (residual)".
-  Share CIs come from a stratified bootstrap (scipy.stats.bootstrap, percentile, runs resampled
-  within each design cell so the design stays fixed). In unbalanced designs type-II sums of squares
-  need not add up to the total; `shares_sum` says by how much.
+  Each term also gets its partial share SS/(SS + SS_residual) with a 95% CI for the population
+  value by inverting the noncentral F (scipy.stats.ncf; Steiger 2004: eta²_p = λ/(λ+N)). When one
+  term carries all the effect, the partial share equals the share of the total. (A bootstrap of
+  runs within cells was tried and rejected: it keeps the noise-inflated observed share as its centre
+  and excluded zero for null terms.) In unbalanced designs type-II sums of squares need not add up
+  to the total; `shares_sum` says by how much.
 - random_effects: variance component of a seed factor (REML, statsmodels MixedLM, other varied
   factors as fixed effects) and its intraclass share with the classic F-based interval (Searle
   1971) from the ANOVA table's F for that factor; exact when balanced, approximate otherwise.
@@ -25,7 +28,6 @@ from harness.runs_table import factor_columns, finished_runs
 from harness.stats import ALPHA, num, quiet
 
 RESIDUAL = "seed noise (residual)"
-N_BOOT = 299
 
 
 def _labels(fin: pd.DataFrame, factor: str) -> pd.Series:
@@ -61,9 +63,8 @@ def _shares(table: pd.DataFrame, total: float) -> np.ndarray:
     return (table["sum_sq"] / total).to_numpy(float) if total > 0 else np.full(len(table), np.nan)
 
 
-def variance_decomposition(df: pd.DataFrame, factors: list[str] | None = None, *,
-                           n_boot: int = N_BOOT) -> dict[str, Any]:
-    """Share of the accuracy spread per factor (and interaction) vs seed noise, with bootstrap CIs."""
+def variance_decomposition(df: pd.DataFrame, factors: list[str] | None = None) -> dict[str, Any]:
+    """Share of the accuracy spread per factor (and interaction) vs seed noise, with partial-share CIs."""
     import statsmodels.formula.api as smf
 
     fin = finished_runs(df).reset_index(drop=True)
@@ -109,41 +110,47 @@ def variance_decomposition(df: pd.DataFrame, factors: list[str] | None = None, *
     full = int(np.prod([d[names[f]].nunique() for f in used]))
     out["balanced"] = bool(len(cells) == full and cells.nunique() == 1)
     shares = _shares(table, total)
-    ci = _bootstrap_shares(d, formula, [names[f] for f in used], n_boot)
+    ss_res, df_res = float(table["sum_sq"].iloc[-1]), float(table["df"].iloc[-1])
     for k, (term, row) in enumerate(table.iterrows()):
         is_res = term == "Residual"
+        partial = None if is_res or row["sum_sq"] + ss_res <= 0 else row["sum_sq"] / (row["sum_sq"] + ss_res)
         out["terms"].append({"term": RESIDUAL if is_res else labels[k], "df": num(row["df"]),
-                             "sum_sq": num(row["sum_sq"]), "share": num(shares[k]),
-                             "share_ci": None if ci is None else [num(ci[0][k]), num(ci[1][k])],
+                             "sum_sq": num(row["sum_sq"]), "share": num(shares[k]), "partial_share": num(partial),
+                             "partial_share_ci": None if is_res else partial_share_ci(
+                                 row["F"], row["df"], df_res, len(d)),
                              "F": None if is_res else num(row["F"]),
                              "p": None if is_res else num(row["PR(>F)"])})
     out.update(testable=True, formula=formula, shares_sum=num(np.nansum(shares)),
                residual_std=num(math.sqrt(table["sum_sq"].iloc[-1] / table["df"].iloc[-1])))
-    if ci is None:
-        out["note"] += "no share CIs: some design cell has fewer than 2 runs. "
     if not out["balanced"]:
         out["note"] += "unbalanced design: type-II shares need not sum to 100%. "
     out["note"] = out["note"].strip()
     return out
 
 
-def _bootstrap_shares(d: pd.DataFrame, formula: str, cols: list[str],
-                      n_boot: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Percentile CIs of every share, resampling runs within design cells (scipy.stats.bootstrap)."""
-    cell = d.groupby(cols, sort=False).ngroup().to_numpy()
-    cells = [np.flatnonzero(cell == c) for c in np.unique(cell)]
-    if n_boot <= 0 or min(len(c) for c in cells) < 2:
+def partial_share_ci(f_obs: float, df1: float, df2: float, n: int,
+                     level: float = 0.95) -> list[float | None] | None:
+    """CI of the population partial share λ/(λ+N), λ from inverting scipy's noncentral F at F_obs."""
+    from scipy.optimize import brentq
+
+    if not (math.isfinite(f_obs) and df1 > 0 and df2 > 0):
         return None
 
-    def stat(*idx: np.ndarray) -> np.ndarray:
-        sub = d.iloc[np.concatenate(idx)]
-        tot = float(np.sum((sub["y"] - sub["y"].mean()) ** 2))
-        return _shares(_fit_table(sub, formula), tot)
+    def cdf(lam: float) -> float:
+        return float(ss.f.cdf(f_obs, df1, df2) if lam <= 0 else ss.ncf.cdf(f_obs, df1, df2, lam))
 
+    def solve(target: float) -> float:
+        if cdf(0.0) <= target:
+            return 0.0
+        hi = max(10.0, 4 * f_obs * df1)
+        while cdf(hi) > target and hi < 1e7:
+            hi *= 2
+        return float(brentq(lambda lam: cdf(lam) - target, 0.0, hi, xtol=1e-10))
+
+    tail = (1 - level) / 2
     with quiet():
-        res = ss.bootstrap(tuple(cells), stat, n_resamples=n_boot, vectorized=False,
-                           method="percentile", rng=np.random.default_rng(0))
-    return np.asarray(res.confidence_interval.low), np.asarray(res.confidence_interval.high)
+        lo, hi = solve(1 - tail), solve(tail)
+    return [num(lo / (lo + n)), num(hi / (hi + n))]
 
 
 def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = None) -> dict[str, Any]:
@@ -194,18 +201,20 @@ def seeds_needed(df: pd.DataFrame, factor: str | None = None, *, sigma: float | 
     """Minimum detectable difference (pp) at the study's n per group, and runs per group for Δ pp.
 
     sigma defaults to the residual std of the full decomposition (seed noise), or of the one-way
-    model of `factor` when given; n per group defaults to the smallest level size of `factor`
-    (or of the design cells). Two-sided two-sample t-test power, statsmodels TTestIndPower.
+    model of `factor` when given; n per group defaults to the smallest level size of `factor`, or
+    without a factor the smallest level size among varied non-seed factors (a toggle comparison),
+    else among all varied factors. Two-sided two-sample t-test power, statsmodels TTestIndPower.
     """
     from statsmodels.stats.power import TTestIndPower
 
     fin = finished_runs(df)
     if sigma is None or n_per_group is None:
-        dec = variance_decomposition(df, [factor] if factor else None, n_boot=0)
+        dec = variance_decomposition(df, [factor] if factor else None)
         sigma = dec["residual_std"] if sigma is None else sigma
         if n_per_group is None and dec["factors"]:
-            cols = dec["factors"] if factor is None else [factor]
-            n_per_group = int(fin.groupby([_labels(fin, c) for c in cols]).size().min())
+            toggles = [c for c in dec["factors"] if not str(c).startswith("seeds.")]
+            cols = [factor] if factor else (toggles or dec["factors"])
+            n_per_group = int(min(_labels(fin, c).value_counts().min() for c in cols))
     out: dict[str, Any] = {"factor": factor, "sigma": num(sigma), "sigma_pp": num(100 * sigma) if sigma else None,
                            "n_per_group": n_per_group, "alpha": alpha, "power": power,
                            "mde_pp": None, "delta_pp": delta_pp, "n_needed": None,
