@@ -33,7 +33,8 @@ def _study(tmp: Path, rng: np.random.Generator) -> pd.DataFrame:
                     pd.DataFrame({"id": np.arange(200), "label": label, "pred": pred}).to_csv(
                         tmp / f"{key}.csv", index=False)
                     rows.append({"run_key": key, "config_key": f"{det}-{pipe}-{seed}", "status": "FINISHED",
-                                 "accuracy": acc, "weights_hash": f"{det}{pipe}{seed}" + ("" if det == "on" else str(r)),
+                                 "accuracy": acc,
+                                 "weights_hash": f"{det}{pipe}{seed}" + ("" if det == "on" else str(r)),
                                  "wall_time_s": 30.0 if det == "on" else 12.0, "replicate": r,
                                  "predictions": f"{key}.csv", "determinism.op_determinism": det,
                                  "preprocess.pipeline": pipe, "seeds.init": str(seed), "data.size": "28"})
