@@ -38,9 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(handler=_cmd_run)
 
-    preview = commands.add_parser(
-        "preview", help="PNG grid of the same samples after each preprocessing step"
-    )
+    preview = commands.add_parser("preview", help="PNG grid of the same samples after each preprocessing step")
     preview.add_argument("spec", type=Path)
     preview.add_argument("--out", type=Path, help="output folder (default: reports/STUDY/preview)")
     preview.add_argument("--samples", type=int, default=8)
@@ -58,22 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness import runner, stats
+    from harness import runner, stats, tracking
     from harness.runs_table import factor_columns
     from harness.spec import load_spec
 
     spec = load_spec(args.spec)
     study = runner.prepare(spec)
+    client = tracking.connect(args.tracking_uri or spec.tracking.uri)
     print(
         f"study '{spec.name}': {len(study.runs)} runs on {study.data.images.shape[0]} images "
         f"(data {study.data.fingerprint})",
         file=sys.stderr,
     )
-    table = runner.run_study(study, args.tracking_uri, progress=not args.no_progress)
+    table = runner.run_study(study, client, progress=not args.no_progress)
     finished = table[table["status"] == "FINISHED"] if not table.empty else table
     print(
-        f"\n{len(finished)}/{len(study.runs)} runs finished; "
-        f"mean training time {finished['wall_time_s'].mean():.1f} s"
+        f"\n{len(finished)}/{len(study.runs)} runs finished; mean training time {finished['wall_time_s'].mean():.1f} s"
         if len(finished)
         else "no finished runs"
     )

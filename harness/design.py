@@ -29,7 +29,7 @@ class Stage:
     steps: tuple[preprocess.Step, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "epochs": self.epochs, "pipeline": [s.label for s in self.steps]}
+        return {"name": self.name, "epochs": self.epochs, "pipeline": preprocess.pipeline_to_raw(self.steps)}
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,11 @@ def level_label(value: Any) -> str:
     if isinstance(value, list):
         return "→".join(level_label(v) for v in value) if value else "none"
     if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
+        parts = [
+            f"{key}({level_label(inner)})" if isinstance(inner, dict) else f"{key}={level_label(inner)}"
+            for key, inner in sorted(value.items())
+        ]
+        return ",".join(parts)
     return str(value)
 
 

@@ -17,7 +17,7 @@ ENV_FLAGS = ("TF_DETERMINISTIC_OPS", "TF_CUDNN_DETERMINISTIC")
 
 def configure_process(det: DeterminismConfig) -> None:
     """Must run before TensorFlow executes anything in this process."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ log noise would break the progress bar
     for flag in ENV_FLAGS:
         if det.env_flags:
             os.environ[flag] = "1"

@@ -59,11 +59,10 @@ def prepare(spec: StudySpec) -> Study:
     return Study(spec, study_data, plan_runs(spec, study_data.fingerprint))
 
 
-def run_study(study: Study, tracking_uri: str | None = None, progress: bool = True) -> pd.DataFrame:
-    """Train every run not already completed in the store; return the study's runs table."""
+def run_study(study: Study, client: Any, progress: bool = True) -> pd.DataFrame:
+    """Train every run not already completed in the store (a connected MlflowClient); return its runs table."""
     from tqdm import tqdm
 
-    client = tracking.connect(tracking_uri or study.spec.tracking.uri)
     exp_id = tracking.experiment_id(client, study.spec.name)
     tracking.mark_interrupted(client, exp_id)
     completed = tracking.completed_run_keys(client, exp_id)
@@ -106,9 +105,7 @@ def _warm_cache(study: Study, runs: list[PlannedRun]) -> None:
                 preprocess.cached_pipeline(study.data.images, study.data.fingerprint, stage.steps, CACHE_DIR)
 
 
-def _run_group(
-    runs: list[PlannedRun], study_data: StudyData, uri: str, exp_id: str, parent_id: str, bar: Any
-) -> None:
+def _run_group(runs: list[PlannedRun], study_data: StudyData, uri: str, exp_id: str, parent_id: str, bar: Any) -> None:
     """One training process for runs sharing process-level settings; progress comes back on a queue."""
     context = mp.get_context("spawn")
     messages = context.Queue()
@@ -160,7 +157,7 @@ def worker_main(
     def images_for(stage: Any) -> np.ndarray:
         key = preprocess.pipeline_key(stage.steps)
         if key not in loaded:
-            loaded[key] = preprocess.cached_pipeline(
+            loaded[key], _ = preprocess.cached_pipeline(
                 study_data.images, study_data.fingerprint, stage.steps, cache_dir
             )
         return loaded[key]

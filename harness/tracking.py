@@ -32,14 +32,14 @@ def connect(uri: str | None) -> Any:
     """An MlflowClient for `uri`, or a one-line error when the store cannot be reached."""
     import logging
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     import mlflow
     from mlflow import MlflowClient
 
+    for name in ("alembic", "mlflow"):  # schema-migration chatter on a new store is not news to a user
+        logging.getLogger(name).setLevel(logging.WARNING)
+
     uri = uri or default_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    _probe(uri)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     try:
@@ -48,6 +48,21 @@ def connect(uri: str | None) -> Any:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HarnessError(f"tracking store '{uri}' is unreachable: {first[:200]}") from None
     return client
+
+
+def _probe(uri: str) -> None:
+    """Fail fast: MLflow's own client retries an unreachable server for minutes before it gives up."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        elif uri.startswith(("http://", "https://")):
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+    except (OSError, urllib.error.URLError) as err:
+        reason = getattr(err, "reason", None) or err.strerror or err
+        raise HarnessError(f"tracking store '{uri}' is unreachable: {reason}") from None
 
 
 def experiment_id(client: Any, study: str, create: bool = True) -> str | None:
@@ -64,9 +79,7 @@ def experiment_id(client: Any, study: str, create: bool = True) -> str | None:
 
 def study_parent(client: Any, exp_id: str, study: str, spec_text: str) -> str:
     """The study's parent run: reused across re-runs so all children sit under one parent."""
-    found = client.search_runs(
-        [exp_id], f"tags.`{ROLE}` = 'study'", max_results=1, order_by=["start_time ASC"]
-    )
+    found = client.search_runs([exp_id], f"tags.`{ROLE}` = 'study'", max_results=1, order_by=["start_time ASC"])
     if found:
         client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
@@ -175,9 +188,7 @@ def runs_table(client: Any, exp_id: str, predictions_dir: Path | None = None) ->
             "replicate": int(tags.get("harness.replicate", 0)),
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,
-            **{
-                key.removeprefix("factor."): value for key, value in tags.items() if key.startswith("factor.")
-            },
+            **{key.removeprefix("factor."): value for key, value in tags.items() if key.startswith("factor.")},
         }
         if predictions_dir is not None and run.info.status == "FINISHED":
             row["predictions"] = _download_predictions(client, run.info.run_id, predictions_dir)

@@ -38,9 +38,7 @@ class RunResult:
     determinism: dict[str, Any] = field(default_factory=dict)
 
 
-def split_indices(
-    digits: np.ndarray, evaluation: EvaluationConfig, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(digits: np.ndarray, evaluation: EvaluationConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/validation indices: a holdout or fold `fold` of a k-fold split."""
     from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
@@ -82,9 +80,7 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float) 
         images = images_for(stage)[..., None]
         failure = _fit_stage(model, run, stage, stage_index, images, digits, train_idx, val_idx, history)
         if failure:
-            return RunResult(
-                run, "FAILED", failure, history=history, wall_time_s=time.perf_counter() - started
-            )
+            return RunResult(run, "FAILED", failure, history=history, wall_time_s=time.perf_counter() - started)
     x_val = images_for(run.stages[-1])[val_idx][..., None]
     logits = model.predict(x_val, batch_size=512, verbose=0)
     predicted = logits.argmax(axis=1)
@@ -146,6 +142,7 @@ def _fit_stage(
         initial_epoch=first_epoch,
         validation_data=(images[val_idx], digits[val_idx]),
         validation_batch_size=512,
+        shuffle=False,  # the tf.data pipeline above shuffles, seeded by the data-order seed
         callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record)],
         verbose=0,
     )

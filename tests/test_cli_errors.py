@@ -1,0 +1,71 @@
+"""Bad input through the CLI: one line naming what is wrong, exit code 2, no traceback, nothing stored."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+GOOD_BASE = "base: {stages: {train: {pipeline: [], epochs: 1}}}\n"
+
+
+def csv_spec(tmp_path, frame: pd.DataFrame) -> str:
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "s.yaml").write_text("name: bad\ndata: {source: csv, path: train.csv}\n" + GOOD_BASE)
+    return "s.yaml"
+
+
+def contest_frame(rows: int = 30) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    pixels = pd.DataFrame(rng.integers(0, 256, (rows, 784)), columns=[str(i) for i in range(784)])
+    head = pd.DataFrame({"id": range(1, rows + 1), "digit": np.arange(rows) % 10, "letter": ["A"] * rows})
+    return pd.concat([head, pixels], axis=1)
+
+
+def spec_file(tmp_path, text: str) -> str:
+    (tmp_path / "s.yaml").write_text(text)
+    return "s.yaml"
+
+
+def broken_pixel(tmp_path):
+    frame = contest_frame()
+    frame.loc[4, "17"] = 300
+    return csv_spec(tmp_path, frame)
+
+
+def broken_label(tmp_path):
+    frame = contest_frame()
+    frame.loc[2, "digit"] = 12
+    return csv_spec(tmp_path, frame)
+
+
+CASES = {
+    "malformed yaml": (lambda t: spec_file(t, "name: x\n  oops: ["), "line 2"),
+    "unknown key": (lambda t: spec_file(t, "name: x\nbase: {modle: {}}"), "base.modle: unknown key"),
+    "unknown factor": (lambda t: spec_file(t, "name: x\nfactors: {model.widht: [1]}"), "factors.model.widht"),
+    "bad factor value": (lambda t: spec_file(t, "name: x\nfactors: {training.optimizer: [nadamx]}"), "'adam'"),
+    "unknown step": (lambda t: spec_file(t, "name: x\nbase: {stages: {train: {pipeline: [blur]}}}"), "blur"),
+    "missing spec": (lambda t: "nope.yaml", "nope.yaml: file not found"),
+    "missing csv": (lambda t: spec_file(t, "name: x\ndata: {source: csv, path: none.csv}"), "none.csv"),
+    "missing column": (lambda t: csv_spec(t, contest_frame().drop(columns=["letter"])), "letter"),
+    "pixel out of range": (broken_pixel, "row 5"),
+    "label out of range": (broken_label, "digit"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_stores_nothing(tmp_path, cli, case):
+    make, expected = CASES[case]
+    done = cli("run", make(tmp_path), "--no-progress", timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_unreachable_tracking_server(tmp_path, cli):
+    spec = spec_file(tmp_path, "name: x\ndata: {n: 40}\n" + GOOD_BASE)
+    done = cli("run", spec, "--tracking-uri", "http://127.0.0.1:9", "--no-progress", timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "http://127.0.0.1:9" in done.stderr and "unreachable" in done.stderr

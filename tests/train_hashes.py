@@ -1,0 +1,34 @@
+"""Train runs of a study in one fresh process, in a given order, and print their weights hashes as JSON.
+
+Used by test_determinism.py: `python tests/train_hashes.py SPEC INDEX [INDEX ...]`.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from harness import determinism, preprocess
+from harness.runner import prepare
+from harness.spec import load_spec
+from harness.train import train_run
+
+
+def main(spec_path: str, indices: list[int], cache_dir: Path) -> None:
+    study = prepare(load_spec(spec_path))
+    runs = [study.runs[i] for i in indices]
+    determinism.configure_process(runs[0].config.determinism)
+
+    def images_for(stage):
+        return preprocess.cached_pipeline(study.data.images, study.data.fingerprint, stage.steps, cache_dir)[0]
+
+    hashes = []
+    for run in runs:
+        result = train_run(run, study.data.ids, study.data.digits, images_for)
+        if result.status != "FINISHED":
+            raise SystemExit(f"run {run.name} failed: {result.failure_reason}")
+        hashes.append(result.weights_hash)
+    print(json.dumps(hashes))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], [int(i) for i in sys.argv[2:]], Path.cwd() / "cache")
