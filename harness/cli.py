@@ -38,6 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(handler=_cmd_run)
 
+    report = commands.add_parser("report", help="statistical report: why does accuracy differ?")
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("study", nargs="?", help="study spec file or study name in the MLflow store")
+    source.add_argument("--runs", type=Path, help="a runs table CSV instead (see docs/runs-table.md)")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
+    report.add_argument("--out", type=Path, help="report folder (default: reports/STUDY)")
+    report.add_argument("--delta-pp", type=float, default=1.0, help="difference to detect, in pp (default 1)")
+    report.set_defaults(handler=_cmd_report)
+
+    export = commands.add_parser("export", help="write a study's runs table (CSV) from MLflow")
+    export.add_argument("study", help="study spec file or study name")
+    export.add_argument("--out", type=Path, required=True, help="CSV path; predictions go beside it")
+    export.add_argument("--tracking-uri")
+    export.set_defaults(handler=_cmd_export)
+
     preview = commands.add_parser("preview", help="PNG grid of the same samples after each preprocessing step")
     preview.add_argument("spec", type=Path)
     preview.add_argument("--out", type=Path, help="output folder (default: reports/STUDY/preview)")
@@ -78,6 +93,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
     varying = [f for f in factor_columns(table) if table[f].nunique() > 1] if not table.empty else []
     if len(finished):
         print(stats.quick_summary(table, varying))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from harness import report, runs_table, study_store
+
+    if args.runs is not None:
+        table = runs_table.load_runs_table(args.runs)
+        out_dir = args.out or Path("reports") / args.runs.stem
+        result = report.build_report(
+            table, out_dir, table_dir=args.runs.resolve().parent, delta_pp=args.delta_pp, title=args.runs.name
+        )
+    else:
+        stored = study_store.open_study(args.study, args.tracking_uri)
+        out_dir = args.out or Path("reports") / stored.name
+        table = stored.runs_table(out_dir / "predictions")
+        result = report.build_report(
+            table, out_dir, images=stored.images(), delta_pp=args.delta_pp, title=f"Study '{stored.name}'"
+        )
+        stored.attach_report(out_dir)
+    print("\n".join(result["verdict"]))
+    print(f"\nreport: {out_dir / 'report.md'}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from harness import study_store
+
+    stored = study_store.open_study(args.study, args.tracking_uri)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table = stored.runs_table(args.out.parent / f"{args.out.stem}_predictions")
+    if "predictions" in table:
+        table["predictions"] = [
+            str(Path(p).relative_to(args.out.parent.resolve())) if isinstance(p, str) and p else ""
+            for p in table["predictions"]
+        ]
+    table.to_csv(args.out, index=False)
+    print(f"{args.out}: {len(table)} runs")
     return 0
 
 

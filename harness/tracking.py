@@ -31,7 +31,9 @@ def default_uri() -> str:
 def connect(uri: str | None) -> Any:
     """An MlflowClient for `uri`, or a one-line error when the store cannot be reached."""
     import logging
+    import os
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # per-file bars drown the report
     import mlflow
     from mlflow import MlflowClient
 
@@ -204,6 +206,15 @@ def _download_predictions(client: Any, run_id: str, out_dir: Path) -> str:
     target.mkdir(parents=True, exist_ok=True)
     path = client.download_artifacts(run_id, "predictions.csv", str(target))
     return str(Path(path).resolve())
+
+
+def attach_report(client: Any, exp_id: str, report_dir: Path) -> None:
+    """The report, its plots and its runs table as artifacts of the study's parent run."""
+    found = client.search_runs([exp_id], f"tags.`{ROLE}` = 'study'", max_results=1, order_by=["start_time ASC"])
+    if found:
+        for path in sorted(Path(report_dir).glob("*")):
+            if path.is_file():
+                client.log_artifact(found[0].info.run_id, str(path), "report")
 
 
 def finish_parent(client: Any, parent_id: str, status: str = "FINISHED") -> None:
