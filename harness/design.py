@@ -44,6 +44,7 @@ class PlannedRun:
     stages: tuple[Stage, ...]
     config_key: str
     run_key: str
+    data_fingerprint: str = ""
 
     @property
     def name(self) -> str:
@@ -152,7 +153,7 @@ def _make_run(study, replicate, labels, config, seeds, stages, fingerprint) -> P
     draft = PlannedRun(study, replicate, labels, config, seeds, stages, "", "")
     config_key = stable_hash({"config": draft.resolved(), "data": fingerprint})
     run_key = stable_hash({"config_key": config_key, "replicate": replicate})
-    return PlannedRun(study, replicate, labels, config, seeds, stages, config_key, run_key)
+    return PlannedRun(study, replicate, labels, config, seeds, stages, config_key, run_key, fingerprint)
 
 
 def stable_hash(obj: Any) -> str:

@@ -81,6 +81,18 @@ def _mcnemar(ci: np.ndarray, cj: np.ndarray) -> dict[str, Any]:
             "exact": exact}
 
 
+def _same_validation_set(preds: dict[str, pd.DataFrame]) -> tuple[list[str], list[pd.DataFrame]]:
+    """The largest group of runs validated on the same ids: flips only compare predictions on one split."""
+    frames = {key: p.drop_duplicates("id").set_index("id") for key, p in preds.items()}
+    by_ids: dict[frozenset, list[str]] = {}
+    for key, frame in frames.items():
+        by_ids.setdefault(frozenset(frame.index), []).append(key)
+    keys = max(by_ids.values(), key=len)
+    if len(keys) < 2:  # every run has its own split: fall back to the ids all runs share
+        keys = list(frames)
+    return keys, [frames[key] for key in keys]
+
+
 def flip_analysis(preds: dict[str, pd.DataFrame], pairs: list[tuple[str, str]] | None = None,
                   *, top: int = 20) -> dict[str, Any]:
     """Churn matrix, per-example flip rates, top flipping ids, McNemar pairs, majority-vote accuracy."""
@@ -92,8 +104,8 @@ def flip_analysis(preds: dict[str, pd.DataFrame], pairs: list[tuple[str, str]] |
     if len(preds) < 2:
         out["reason"] = "needs predictions from >= 2 finished runs"
         return out
-    keys = list(preds)
-    frames = [p.drop_duplicates("id").set_index("id") for p in preds.values()]
+    keys, frames = _same_validation_set(preds)
+    out["n_runs"], out["n_runs_other_validation_sets"] = len(keys), len(preds) - len(keys)
     common = frames[0].index
     for f in frames[1:]:
         common = common.intersection(f.index)

@@ -101,7 +101,8 @@ def _flips(fl: dict[str, Any], plots: dict[str, str]) -> list[str]:
         out.append(str(fl.get("reason")))
     else:
         out.append(f"{fl['n_runs']} runs, {fl['n_ids']} shared validation ids "
-                   f"({fl['n_ids_dropped']} not in every run). "
+                   f"({fl['n_ids_dropped']} not in every run; "
+                   f"{fl.get('n_runs_other_validation_sets', 0)} runs on other validation splits left out). "
                    f"Mean pairwise churn {_pct(fl['mean_churn'])}%, max {_pct(fl['max_churn'])}%; "
                    f"{fl['n_ever_flipped']} examples flipped at least once. Majority vote accuracy "
                    f"{_pct(fl['majority_vote_accuracy'])}% vs mean run {_pct(fl['mean_run_accuracy'])}%.")

@@ -26,8 +26,8 @@ def best_vs_worst(factor: dict[str, Any]) -> dict[str, Any] | None:
     levels = [r for r in factor["levels"] if r["mean"] is not None]
     if len(levels) < 2:
         return None
-    best = max(levels, key=lambda r: r["mean"])
-    worst = min(levels, key=lambda r: r["mean"])
+    ranked = sorted(levels, key=lambda r: r["mean"])  # sorted, so equal means still name two levels
+    best, worst = ranked[-1], ranked[0]
     out = {"best": best["level"], "worst": worst["level"], "diff": best["mean"] - worst["mean"],
            "ci": None, "p_holm": None}
     for pair in factor["mean_tests"].get("pairwise", []):
@@ -44,6 +44,21 @@ def _effect_text(bw: dict[str, Any]) -> str:
     ci = f" (95% CI {100 * bw['ci'][0]:+.2f} to {100 * bw['ci'][1]:+.2f} pp" if bw["ci"] else " ("
     ci += f"{', ' if bw['ci'] else ''}Welch, Holm {fmt_p(bw['p_holm'])})"
     return f"{bw['best']} vs {bw['worst']}: {_pp(bw['diff'])}{ci}"
+
+
+def _spread_sentences(factors: dict[str, Any]) -> list[str]:
+    """Where the spread itself differs by level (Brown–Forsythe), name the noisiest and the calmest level."""
+    out = []
+    for name, f in factors.items():
+        p = (f["variance_tests"].get("brown_forsythe") or {}).get("p")
+        levels = [r for r in f["levels"] if r.get("std") is not None and r["n"] >= 2]
+        if p is None or p >= ALPHA or len(levels) < 2:
+            continue
+        ranked = sorted(levels, key=lambda r: r["std"])
+        out.append(f"The spread differs across {name} levels (Brown–Forsythe {fmt_p(p)}): std "
+                   f"{100 * ranked[-1]['std']:.2f} pp with {ranked[-1]['level']} vs "
+                   f"{100 * ranked[0]['std']:.2f} pp with {ranked[0]['level']}.")
+    return out
 
 
 def verdict(rep: dict[str, Any]) -> list[str]:
@@ -77,6 +92,7 @@ def verdict(rep: dict[str, Any]) -> list[str]:
         beyond = bw["p_holm"] is not None and bw["p_holm"] < ALPHA
         out.append(f"{name}: {_effect_text(bw)} — {'beyond' if beyond else 'not distinguishable from'} "
                    f"seed noise at α={ALPHA}.")
+    out += _spread_sentences(factors)
     out += _determinism_sentences(rep)
     need = rep["seeds_needed"]
     if need.get("mde_pp") is not None and need.get("sigma_pp") is not None:

@@ -124,6 +124,7 @@ def log_result(client: Any, exp_id: str, parent_id: str, result: Any, environmen
         "harness.run_key": run.run_key,
         "harness.config_key": run.config_key,
         "harness.replicate": str(run.replicate),
+        "harness.data_fingerprint": run.data_fingerprint,
         "harness.failure_reason": result.failure_reason,
         "harness.weights_hash": result.weights_hash,
         **{f"factor.{key}": value for key, value in run.factors.items()},

@@ -69,3 +69,23 @@ def test_unreachable_tracking_server(tmp_path, cli):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "http://127.0.0.1:9" in done.stderr and "unreachable" in done.stderr
+
+
+def test_help_lists_the_commands(cli):
+    done = cli("--help")
+    assert done.returncode == 0
+    for command in ("run", "report", "export", "preview", "data"):
+        assert command in done.stdout
+
+
+def test_synth_then_preview_on_the_written_csv(tmp_path, cli):
+    assert cli("data", "synth", "--out", "synth", "--n", "60").returncode == 0
+    spec = spec_file(
+        tmp_path,
+        "name: p\ndata: {source: csv, path: synth/train.csv}\n"
+        "base: {stages: {train: {pipeline: [{upscale: {factor: 2}}, stretch, {binarize: {method: otsu}}]}}}\n",
+    )
+    done = cli("preview", spec, "--samples", "4")
+    assert done.returncode == 0, done.stderr
+    pngs = list((tmp_path / "reports/p/preview").glob("*.png"))
+    assert len(pngs) == 1 and pngs[0].stat().st_size > 1000

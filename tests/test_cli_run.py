@@ -45,3 +45,46 @@ def test_quick_study_lands_in_mlflow_and_reruns_add_nothing(tmp_path, cli):
     again = cli("run", "quick.yaml", "--no-progress")
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(client.search_runs([experiment.experiment_id])) == 7
+
+    report = cli("report", "quick.yaml", "--delta-pp", "2")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "augmentation.enabled" in report.stdout
+    assert (tmp_path / "reports/quick/report.md").read_text().lstrip("# Study 'quick'\n").startswith("## Verdict")
+    parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/report.md", "report/report.json"} <= parent_artifacts
+
+    export = cli("export", "quick", "--out", "out/runs.csv")
+    assert export.returncode == 0, export.stderr[-3000:]
+    from_table = cli("report", "--runs", "out/runs.csv", "--out", "table-report")
+    assert from_table.returncode == 0, from_table.stderr[-3000:]
+    assert (tmp_path / "table-report/flipped.png").exists() is False  # no images without the spec
+    assert (tmp_path / "table-report/churn.png").exists()
+
+
+DIVERGING = """
+name: diverging
+data: {source: synthetic, n: 200, seed: 0}
+base:
+  model: {filters: 4, depth: 1, dense_units: 8}
+  training: {optimizer: sgd, learning_rate: 0.01}
+  stages: {train: {pipeline: [], epochs: 2}}
+factors:
+  training.learning_rate: [0.01, 1.0e+12]
+"""
+
+
+@pytest.mark.slow
+def test_diverging_run_is_recorded_failed_and_the_study_goes_on(tmp_path, cli):
+    (tmp_path / "d.yaml").write_text(DIVERGING)
+    done = cli("run", "d.yaml", "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1/2 runs finished" in done.stdout
+    client = store(tmp_path)
+    experiment = client.get_experiment_by_name("diverging")
+    children = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'training'")
+    by_status = {r.info.status: r for r in children}
+    assert set(by_status) == {"FINISHED", "FAILED"}
+    assert "nan" in by_status["FAILED"].data.tags["harness.failure_reason"].lower()
+    again = cli("run", "d.yaml", "--no-progress")
+    assert again.returncode == 0
+    assert len(client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'training'")) == 2
