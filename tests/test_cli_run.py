@@ -49,7 +49,8 @@ def test_quick_study_lands_in_mlflow_and_reruns_add_nothing(tmp_path, cli):
     report = cli("report", "quick.yaml", "--delta-pp", "2")
     assert report.returncode == 0, report.stderr[-3000:]
     assert "augmentation.enabled" in report.stdout
-    assert (tmp_path / "reports/quick/report.md").read_text().lstrip("# Study 'quick'\n").startswith("## Verdict")
+    report_md = (tmp_path / "reports/quick/report.md").read_text()
+    assert report_md.removeprefix("# Study 'quick'\n\n").startswith("## Verdict")
     parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/report.md", "report/report.json"} <= parent_artifacts
 
