@@ -71,11 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness import runner, stats, tracking
-    from harness.runs_table import factor_columns
     from harness.spec import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec)  # refuse a bad spec before pandas, OpenCV and scipy load
+    from harness import runner, stats, tracking
+    from harness.runs_table import factor_columns
+
     study = runner.prepare(spec)
     client = tracking.connect(args.tracking_uri or spec.tracking.uri)
     print(

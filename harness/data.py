@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -130,6 +131,10 @@ def _integers(path: Path, frame: pd.DataFrame, low: int, high: int, what: str, i
     return values
 
 
+# what pandas raises for a file that is not a CSV at all (binary, truncated or corrupt gzip, wrong encoding)
+UNREADABLE_FILE = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError, zlib.error)
+
+
 def load_contest_csv(path: str | Path) -> Dataset:
     """Read a train or test CSV (optionally .gz) in the contest format, rejecting anything malformed."""
     path = Path(path)
@@ -137,7 +142,14 @@ def load_contest_csv(path: str | Path) -> Dataset:
         raise DataError(f"{path}: file not found")
     try:
         frame = pd.read_csv(path, low_memory=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as error:
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        EOFError,
+        OSError,
+        zlib.error,
+    ) as error:
         detail = " ".join(str(error).split())
         raise DataError(f"{path}: not a readable CSV ({detail})") from error
     columns = [str(name) for name in frame.columns]
@@ -207,8 +219,10 @@ _O = _arc(0.5, 0.5, 0.5, 0.5, 0, 360, 16)
 _P = [(0, 1), (0, 0), (0.6, 0), *_arc(0.6, 0.27, 0.4, 0.27, -90, 90), (0, 0.54)]
 _GLYPHS: dict[str, list[list]] = {
     "A": [[(0, 1), (0.5, 0), (1, 1)], [(0.22, 0.6), (0.78, 0.6)]],
-    "B": [[(0, 1), (0, 0), (0.6, 0), *_arc(0.6, 0.25, 0.35, 0.25, -90, 90), (0, 0.5)],
-          [(0.6, 0.5), *_arc(0.65, 0.75, 0.35, 0.25, -90, 90), (0, 1)]],
+    "B": [
+        [(0, 1), (0, 0), (0.6, 0), *_arc(0.6, 0.25, 0.35, 0.25, -90, 90), (0, 0.5)],
+        [(0.6, 0.5), *_arc(0.65, 0.75, 0.35, 0.25, -90, 90), (0, 1)],
+    ],
     "C": [_arc(0.55, 0.5, 0.5, 0.5, 45, 315, 14)],
     "D": [[(0, 1), (0, 0), (0.4, 0), *_arc(0.4, 0.5, 0.6, 0.5, -90, 90), (0, 1)]],
     "E": [[(1, 0), (0, 0), (0, 1), (1, 1)], [(0, 0.5), (0.75, 0.5)]],
@@ -259,17 +273,19 @@ _PIXEL_X, _PIXEL_Y = (axis.reshape(1, 1, -1) for axis in np.meshgrid(_CENTRES, _
 
 def _poses(rng: np.random.Generator, count: int, height: tuple[float, float], width: tuple[float, float]) -> np.ndarray:
     """Per-glyph handwriting-like pose, one vectorized draw per parameter (columns documented in `_place`)."""
-    return np.column_stack([
-        rng.uniform(*height, count) * SIDE,  # 0 size in pixels
-        rng.uniform(0.75, 1.25, count),  # 1 aspect jitter
-        np.deg2rad(rng.uniform(-15.0, 15.0, count)),  # 2 rotation
-        rng.uniform(-0.25, 0.25, count),  # 3 shear
-        rng.uniform(-2.0, 2.0, (count, 2)),  # 4-5 shift in pixels
-        rng.uniform(0.0, 0.06, (count, 2)),  # 6-7 wobble amplitude, fraction of size
-        rng.uniform(0.5, 1.5, (count, 2)),  # 8-9 wobble frequency
-        rng.uniform(0.0, 2 * np.pi, (count, 2)),  # 10-11 wobble phase
-        rng.uniform(*width, count),  # 12 stroke width in pixels
-    ])
+    return np.column_stack(
+        [
+            rng.uniform(*height, count) * SIDE,  # 0 size in pixels
+            rng.uniform(0.75, 1.25, count),  # 1 aspect jitter
+            np.deg2rad(rng.uniform(-15.0, 15.0, count)),  # 2 rotation
+            rng.uniform(-0.25, 0.25, count),  # 3 shear
+            rng.uniform(-2.0, 2.0, (count, 2)),  # 4-5 shift in pixels
+            rng.uniform(0.0, 0.06, (count, 2)),  # 6-7 wobble amplitude, fraction of size
+            rng.uniform(0.5, 1.5, (count, 2)),  # 8-9 wobble frequency
+            rng.uniform(0.0, 2 * np.pi, (count, 2)),  # 10-11 wobble phase
+            rng.uniform(*width, count),  # 12 stroke width in pixels
+        ]
+    )
 
 
 def _place(unit: np.ndarray, pose: np.ndarray, width_ratio: float) -> tuple[np.ndarray, np.ndarray]:

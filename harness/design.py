@@ -21,6 +21,8 @@ from harness import preprocess
 from harness.errors import SpecError
 from harness.spec import SEED_SOURCES, RunConfig, StudySpec, describe_validation_error
 
+MAX_IMAGE_SIZE = 224  # 2,000 images at 224 px are 400 MB as float32; beyond that a CPU study is hopeless
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -68,7 +70,21 @@ def plan_runs(spec: StudySpec, data_fingerprint: str) -> list[PlannedRun]:
         for replicate in range(spec.repeats):
             seeds = effective_seeds(config, replicate)
             runs.append(_make_run(spec.name, replicate, labels, config, seeds, stages, data_fingerprint))
+    _refuse_duplicates(runs)
     return runs
+
+
+def _refuse_duplicates(runs: list[PlannedRun]) -> None:
+    """Two levels that resolve to the same training (8 vs 8.0, an unused pipeline) would run twice as one."""
+    seen: dict[str, PlannedRun] = {}
+    for run in runs:
+        if run.run_key in seen:
+            first = seen[run.run_key]
+            raise SpecError(
+                f"factors: levels {first.factors} and {run.factors} resolve to the same training; "
+                "drop one, or make the level change something the run uses"
+            )
+        seen[run.run_key] = run
 
 
 def _design_points(spec: StudySpec) -> list[dict[str, Any]]:
@@ -135,6 +151,14 @@ def resolve_stages(config: RunConfig) -> tuple[Stage, ...]:
     if len(set(sizes.values())) > 1:
         shown = ", ".join(f"{name}: {size}px" for name, size in sizes.items())
         raise SpecError(f"stage_order: stages must produce one image size for one model; got {shown}")
+    size = next(iter(sizes.values()))
+    if size > MAX_IMAGE_SIZE:
+        raise SpecError(f"stages: pipelines upscale to {size}px; allowed: at most {MAX_IMAGE_SIZE}px")
+    if size // 2**config.model.depth < 1:
+        raise SpecError(
+            f"model.depth: {config.model.depth} pooling blocks shrink {size}px images to nothing; "
+            f"allowed: at most {size.bit_length() - 1}"
+        )
     return tuple(stages)
 
 

@@ -31,12 +31,14 @@ def configure_process(det: DeterminismConfig) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def seed_run(seeds: dict[str, int]) -> None:
+def seed_run() -> None:
     """Reset Keras' state so a run never depends on what ran before it in this process."""
     import keras
 
     keras.backend.clear_session(free_memory=True)
-    keras.utils.set_random_seed(seeds["init"])
+    # A constant: every random layer and the tf.data shuffle carry their own source's seed, and TF mixes the
+    # global seed into op seeds, so seeding it from one source would leak that source into the others.
+    keras.utils.set_random_seed(0)
 
 
 def read_back(xla: bool) -> dict[str, Any]:

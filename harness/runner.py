@@ -24,6 +24,7 @@ from harness.errors import DataError, HarnessError
 from harness.spec import DataConfig, StudySpec
 
 CACHE_DIR = tracking.STORE_DIR / "cache"
+MIN_VALIDATION = 20
 
 
 @dataclass(frozen=True)
@@ -56,19 +57,45 @@ class Study:
 
 def prepare(spec: StudySpec) -> Study:
     study_data = load_study_data(spec.data)
-    return Study(spec, study_data, plan_runs(spec, study_data.fingerprint))
+    runs = plan_runs(spec, study_data.fingerprint)
+    _check_splits(runs, study_data.digits, spec)
+    return Study(spec, study_data, runs)
+
+
+def _check_splits(runs: list[PlannedRun], digits: np.ndarray, spec: StudySpec) -> None:
+    """Every distinct validation split must exist before anything trains (too few images per class, k > n)."""
+    from harness.train import split_indices
+
+    checked = set()
+    for run in runs:
+        evaluation, seed = run.config.evaluation, run.seeds["split"]
+        if (evaluation, seed) in checked:
+            continue
+        checked.add((evaluation, seed))
+        try:
+            _, val_idx = split_indices(digits, evaluation, seed)
+        except ValueError as err:
+            raise DataError(
+                f"{spec.source_path}: evaluation {evaluation.method} cannot split "
+                f"{len(digits)} images: {' '.join(str(err).split())}"
+            ) from None
+        if len(val_idx) < MIN_VALIDATION:
+            raise DataError(
+                f"{spec.source_path}: evaluation leaves {len(val_idx)} validation images; "
+                f"allowed: at least {MIN_VALIDATION} (more data or a larger val_fraction)"
+            )
 
 
 def run_study(study: Study, client: Any, progress: bool = True) -> pd.DataFrame:
     """Train every run not already completed in the store (a connected MlflowClient); return its runs table."""
     from tqdm import tqdm
 
+    _warm_cache(study, study.runs)  # before the store is touched: a preprocessing error leaves nothing behind
     exp_id = tracking.experiment_id(client, study.spec.name)
     tracking.mark_interrupted(client, exp_id)
     completed = tracking.completed_run_keys(client, exp_id)
     pending = [run for run in study.runs if run.run_key not in completed]
     parent_id = tracking.study_parent(client, exp_id, study.spec.name, study.spec.source_text)
-    _warm_cache(study, pending)
     groups: dict[tuple, list[PlannedRun]] = defaultdict(list)
     for run in pending:
         groups[process_key(run)].append(run)
@@ -83,8 +110,8 @@ def run_study(study: Study, client: Any, progress: bool = True) -> pd.DataFrame:
     try:
         for group in groups.values():
             _run_group(group, study.data, client.tracking_uri, exp_id, parent_id, bar)
-    except KeyboardInterrupt:
-        tracking.finish_parent(client, parent_id, "KILLED")
+    except BaseException as err:  # the parent must not stay RUNNING after an interrupt or a dead worker
+        tracking.finish_parent(client, parent_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
     finally:
         bar.close()

@@ -27,6 +27,7 @@ from harness.errors import SpecError
 
 SeedSource = Literal["init", "order", "augment", "dropout", "split"]
 SEED_SOURCES: tuple[str, ...] = typing.get_args(SeedSource)
+MAX_SEED = 2**31 - 1  # numpy and TensorFlow take 32-bit seeds
 
 
 class Strict(BaseModel):
@@ -54,7 +55,7 @@ class AugmentationConfig(Strict):
 
 class TrainingConfig(Strict):
     batch_size: int = Field(64, ge=1, le=4096)
-    learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
+    learning_rate: float = Field(1e-3, gt=0.0)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
 
 
@@ -62,11 +63,11 @@ class SeedsConfig(Strict):
     """One seed per source of randomness. Sources listed in `fresh` get a new seed for every replicate,
     derived from their value and the replicate index; the others keep their value across replicates."""
 
-    init: int = Field(0, ge=0)
-    order: int = Field(0, ge=0)
-    augment: int = Field(0, ge=0)
-    dropout: int = Field(0, ge=0)
-    split: int = Field(0, ge=0)
+    init: int = Field(0, ge=0, le=MAX_SEED)
+    order: int = Field(0, ge=0, le=MAX_SEED)
+    augment: int = Field(0, ge=0, le=MAX_SEED)
+    dropout: int = Field(0, ge=0, le=MAX_SEED)
+    split: int = Field(0, ge=0, le=MAX_SEED)
     fresh: list[SeedSource] = Field(default_factory=lambda: ["init", "order", "augment", "dropout"])
 
 
@@ -114,8 +115,8 @@ class RunConfig(Strict):
 
 class DataConfig(Strict):
     source: Literal["synthetic", "csv"] = "synthetic"
-    n: int = Field(2000, ge=20, le=200_000)
-    seed: int = 0
+    n: int = Field(2000, ge=50, le=200_000)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     path: Path | None = None
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ KILLED and their trainings run again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tempfile
@@ -34,7 +35,6 @@ def connect(uri: str | None) -> Any:
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # per-file bars drown the report
-    import mlflow
     from mlflow import MlflowClient
 
     for name in ("alembic", "mlflow"):  # schema-migration chatter on a new store is not news to a user
@@ -42,9 +42,10 @@ def connect(uri: str | None) -> Any:
 
     uri = uri or default_uri()
     _probe(uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:///"):  # MLflow needs absolute paths to place the artifact store
+        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
     try:
+        client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -69,6 +70,11 @@ def _probe(uri: str) -> None:
 
 def experiment_id(client: Any, study: str, create: bool = True) -> str | None:
     experiment = client.get_experiment_by_name(study)
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise HarnessError(
+            f"study '{study}' was deleted in {client.tracking_uri}; restore it "
+            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or rename the study"
+        )
     if experiment is not None:
         return experiment.experiment_id
     if not create:
@@ -81,13 +87,21 @@ def experiment_id(client: Any, study: str, create: bool = True) -> str | None:
 
 def study_parent(client: Any, exp_id: str, study: str, spec_text: str) -> str:
     """The study's parent run: reused across re-runs so all children sit under one parent."""
+    parent_id = find_parent(client, exp_id)
+    if parent_id is not None:
+        client.update_run(parent_id, status="RUNNING")
+    else:
+        parent_id = client.create_run(exp_id, run_name=f"study:{study}", tags={ROLE: "study", STUDY: study}).info.run_id
+        client.log_text(parent_id, spec_text, "study.yaml")
+    # every version of the spec that ran is kept, so an edited spec never hides what earlier runs used
+    digest = hashlib.sha256(spec_text.encode()).hexdigest()[:12]
+    client.log_text(parent_id, spec_text, f"specs/study-{digest}.yaml")
+    return parent_id
+
+
+def find_parent(client: Any, exp_id: str) -> str | None:
     found = client.search_runs([exp_id], f"tags.`{ROLE}` = 'study'", max_results=1, order_by=["start_time ASC"])
-    if found:
-        client.update_run(found[0].info.run_id, status="RUNNING")
-        return found[0].info.run_id
-    parent = client.create_run(exp_id, run_name=f"study:{study}", tags={ROLE: "study", STUDY: study})
-    client.log_text(parent.info.run_id, spec_text, "study.yaml")
-    return parent.info.run_id
+    return found[0].info.run_id if found else None
 
 
 def child_runs(client: Any, exp_id: str) -> list[Any]:
@@ -211,11 +225,11 @@ def _download_predictions(client: Any, run_id: str, out_dir: Path) -> str:
 
 def attach_report(client: Any, exp_id: str, report_dir: Path) -> None:
     """The report, its plots and its runs table as artifacts of the study's parent run."""
-    found = client.search_runs([exp_id], f"tags.`{ROLE}` = 'study'", max_results=1, order_by=["start_time ASC"])
-    if found:
+    parent_id = find_parent(client, exp_id)
+    if parent_id is not None:
         for path in sorted(Path(report_dir).glob("*")):
             if path.is_file():
-                client.log_artifact(found[0].info.run_id, str(path), "report")
+                client.log_artifact(parent_id, str(path), "report")
 
 
 def finish_parent(client: Any, parent_id: str, status: str = "FINISHED") -> None:

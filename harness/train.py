@@ -65,7 +65,7 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float) 
 
     from harness.model import build_cnn
 
-    determinism.seed_run(run.seeds)
+    determinism.seed_run()
     train_idx, val_idx = split_indices(digits, run.config.evaluation, run.seeds["split"])
     size = images_for(run.stages[0]).shape[1]
     model = build_cnn(size, run.config.model, run.config.augmentation, run.seeds)

@@ -47,6 +47,23 @@ CASES = {
     "missing csv": (lambda t: spec_file(t, "name: x\ndata: {source: csv, path: none.csv}"), "none.csv"),
     "missing column": (lambda t: csv_spec(t, contest_frame().drop(columns=["letter"])), "letter"),
     "pixel out of range": (broken_pixel, "row 5"),
+    "split impossible": (
+        lambda t: spec_file(t, "name: x\ndata: {n: 60}\nbase: {evaluation: {val_fraction: 0.1}}"),
+        "cannot split 60 images",
+    ),
+    "split too small": (
+        lambda t: spec_file(t, "name: x\ndata: {n: 100}\nbase: {evaluation: {val_fraction: 0.15}}"),
+        "at least 20",
+    ),
+    "too deep for the image": (
+        lambda t: spec_file(t, "name: x\ndata: {n: 100}\nbase: {model: {depth: 5}}"),
+        "model.depth",
+    ),
+    "same training twice": (
+        lambda t: spec_file(t, "name: x\ndata: {n: 100}\nfactors: {model.filters: [8, 8.0]}"),
+        "same training",
+    ),
+    "seed too large": (lambda t: spec_file(t, "name: x\nbase: {seeds: {init: 5000000000}}"), "base.seeds.init"),
     "label out of range": (broken_label, "digit"),
 }
 
@@ -64,7 +81,7 @@ def test_bad_input_is_one_line_exit_2_and_stores_nothing(tmp_path, cli, case):
 
 
 def test_unreachable_tracking_server(tmp_path, cli):
-    spec = spec_file(tmp_path, "name: x\ndata: {n: 40}\n" + GOOD_BASE)
+    spec = spec_file(tmp_path, "name: x\ndata: {n: 100}\n" + GOOD_BASE)
     done = cli("run", spec, "--tracking-uri", "http://127.0.0.1:9", "--no-progress", timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
@@ -79,7 +96,7 @@ def test_help_lists_the_commands(cli):
 
 
 def test_synth_then_preview_on_the_written_csv(tmp_path, cli):
-    assert cli("data", "synth", "--out", "synth", "--n", "60").returncode == 0
+    assert cli("data", "synth", "--out", "synth", "--n", "120").returncode == 0
     spec = spec_file(
         tmp_path,
         "name: p\ndata: {source: csv, path: synth/train.csv}\n"
