@@ -35,8 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="train every run of a study spec and log it to MLflow")
     run.add_argument("spec", type=Path, help="study YAML, e.g. studies/quick.yaml")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
+    run.add_argument("--storage", help="Optuna run storage URL (default: sqlite:///mlruns/optuna.db)")
+    run.add_argument("--workers", type=int, default=1, help="local training processes (default 1)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(handler=_cmd_run)
+
+    worker = commands.add_parser("worker", help="join a running study from this machine and train its trials")
+    worker.add_argument("--study", required=True, help="study name")
+    worker.add_argument("--storage", required=True, help="the study's run storage URL, e.g. postgresql://...")
+    worker.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one the study was started with)")
+    worker.add_argument("--workers", type=int, default=1)
+    worker.add_argument("--no-progress", action="store_true")
+    worker.set_defaults(handler=_cmd_worker)
+
+    status = commands.add_parser("status", help="done / running / waiting / failed trainings and ETA")
+    status.add_argument("study", help="study spec file or study name")
+    status.add_argument("--storage", help="run storage URL (default: sqlite:///mlruns/optuna.db)")
+    status.set_defaults(handler=_cmd_status)
 
     report = commands.add_parser("report", help="statistical report: why does accuracy differ?")
     source = report.add_mutually_exclusive_group(required=True)
@@ -74,17 +89,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from harness.spec import load_spec
 
     spec = load_spec(args.spec)  # refuse a bad spec before pandas, OpenCV and scipy load
-    from harness import runner, stats, tracking
+    from harness import engine, runner, stats, tracking
     from harness.runs_table import factor_columns
 
     study = runner.prepare(spec)
     client = tracking.connect(args.tracking_uri or spec.tracking.uri)
+    storage = engine.open_storage(args.storage)
     print(
         f"study '{spec.name}': {len(study.runs)} runs on {study.data.images.shape[0]} images "
         f"(data {study.data.fingerprint})",
         file=sys.stderr,
     )
-    table = runner.run_study(study, client, progress=not args.no_progress)
+    table = runner.run_study(study, client, storage, _workers(args.workers), progress=not args.no_progress)
     finished = table[table["status"] == "FINISHED"] if not table.empty else table
     print(
         f"\n{len(finished)}/{len(study.runs)} runs finished; mean training time {finished['wall_time_s'].mean():.1f} s"
@@ -95,6 +111,45 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if len(finished):
         print(stats.quick_summary(table, varying))
     return 0
+
+
+def _workers(count: int) -> int:
+    if count < 1:
+        raise HarnessError(f"--workers: got {count}; allowed: 1 or more")
+    return count
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from harness import engine, runner, tracking
+
+    workers = _workers(args.workers)
+    queue = engine.open_queue(engine.open_storage(args.storage), args.study, create=False)
+    client = tracking.connect(args.tracking_uri or queue.user_attrs.get("tracking_uri"))
+    runner.drain(queue, args.storage, client, workers, progress=not args.no_progress)
+    print(_status_line(engine.status(queue)))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from harness import engine
+
+    name = args.study
+    if name.endswith((".yaml", ".yml")) or Path(name).is_file():
+        from harness.spec import load_spec
+
+        name = load_spec(name).name
+    queue = engine.open_queue(engine.open_storage(args.storage), name, create=False)
+    print(f"{name}: {_status_line(engine.status(queue))}")
+    return 0
+
+
+def _status_line(counts: dict) -> str:
+    eta = counts["eta_s"]
+    eta_text = "unknown" if eta is None else f"{eta / 60:.1f} min"
+    return (
+        f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting, "
+        f"{counts['failed']} failed, {counts['killed_retried']} killed (retried); ETA {eta_text}"
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from harness.engine import kill_point
 from harness.errors import SpecError
 
 CACHE_VERSION = 1  # bump when a step's implementation changes what it outputs
@@ -291,6 +292,7 @@ def _save_atomically(path: Path, array: np.ndarray) -> None:
             np.save(stream, array, allow_pickle=False)
             stream.flush()
             os.fsync(stream.fileno())
+        kill_point("preprocess")  # crash tests: the entry is written but not yet in place
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

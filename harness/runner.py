@@ -8,9 +8,8 @@ written to the store. Trainings run in child processes, one per distinct process
 from __future__ import annotations
 
 import multiprocessing as mp
-import queue
 import sys
-from collections import defaultdict
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import data, preprocess, tracking
-from harness.design import PlannedRun, plan_runs, process_key
+from harness import data, engine, preprocess, tracking
+from harness.design import PlannedRun, plan_runs
 from harness.errors import DataError, HarnessError
-from harness.spec import DataConfig, StudySpec
+from harness.spec import DataConfig, DeterminismConfig, StudySpec
 
 CACHE_DIR = tracking.STORE_DIR / "cache"
 MIN_VALIDATION = 20
+MAX_REPLACEMENTS_PER_WORKER = 3
 
 
 @dataclass(frozen=True)
@@ -86,35 +86,27 @@ def _check_splits(runs: list[PlannedRun], digits: np.ndarray, spec: StudySpec) -
             )
 
 
-def run_study(study: Study, client: Any, progress: bool = True) -> pd.DataFrame:
-    """Train every run not already completed in the store (a connected MlflowClient); return its runs table."""
-    from tqdm import tqdm
-
+def run_study(study: Study, client: Any, storage: Any, workers: int = 1, progress: bool = True) -> pd.DataFrame:
+    """Enqueue every run not yet done, drain the queue with `workers` processes, return the runs table."""
     _warm_cache(study, study.runs)  # before the store is touched: a preprocessing error leaves nothing behind
     exp_id = tracking.experiment_id(client, study.spec.name)
-    tracking.mark_interrupted(client, exp_id)
-    completed = tracking.completed_run_keys(client, exp_id)
-    pending = [run for run in study.runs if run.run_key not in completed]
     parent_id = tracking.study_parent(client, exp_id, study.spec.name, study.spec.source_text)
-    groups: dict[tuple, list[PlannedRun]] = defaultdict(list)
-    for run in pending:
-        groups[process_key(run)].append(run)
-    bar = tqdm(
-        total=len(study.runs),
-        initial=len(study.runs) - len(pending),
-        unit="run",
-        desc=study.spec.name,
-        disable=not progress,
-        file=sys.stderr,
-    )
+    queue = engine.open_queue(storage, study.spec.name, create=True)
+    for key, value in {
+        "spec_text": study.spec.source_text,
+        "spec_path": str(Path(study.spec.source_path).resolve()),
+        "data_fingerprint": study.data.fingerprint,
+        "tracking_uri": client.tracking_uri,
+        "experiment_id": exp_id,
+        "parent_run_id": parent_id,
+    }.items():
+        queue.set_user_attr(key, value)
+    engine.enqueue(queue, study.runs, tracking.completed_run_keys(client, exp_id))
     try:
-        for group in groups.values():
-            _run_group(group, study.data, client.tracking_uri, exp_id, parent_id, bar)
+        drain(queue, storage.url, client, workers, total=len(study.runs), progress=progress)
     except BaseException as err:  # the parent must not stay RUNNING after an interrupt or a dead worker
         tracking.finish_parent(client, parent_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
-    finally:
-        bar.close()
     tracking.finish_parent(client, parent_id)
     table = tracking.runs_table(client, exp_id)
     keys = {run.run_key for run in study.runs}
@@ -132,71 +124,167 @@ def _warm_cache(study: Study, runs: list[PlannedRun]) -> None:
                 preprocess.cached_pipeline(study.data.images, study.data.fingerprint, stage.steps, CACHE_DIR)
 
 
-def _run_group(runs: list[PlannedRun], study_data: StudyData, uri: str, exp_id: str, parent_id: str, bar: Any) -> None:
-    """One training process for runs sharing process-level settings; progress comes back on a queue."""
-    context = mp.get_context("spawn")
-    messages = context.Queue()
-    worker = context.Process(
-        target=worker_main,
-        args=(runs, study_data, CACHE_DIR.resolve(), uri, exp_id, parent_id, messages),
-        daemon=True,
-    )
-    worker.start()
-    remaining = len(runs)
-    try:
-        while remaining:
-            try:
-                message = messages.get(timeout=1.0)
-            except queue.Empty:
-                if not worker.is_alive():
-                    raise HarnessError(
-                        f"training process died (exit code {worker.exitcode}); run the study again to resume"
-                    ) from None
-                continue
-            remaining -= 1
-            bar.set_postfix_str(f"last acc={message['accuracy']:.3f} {message['status'].lower()}")
-            bar.update(1)
-        worker.join()
-    finally:
-        if worker.is_alive():
-            worker.terminate()
-            worker.join()
-
-
-def worker_main(
-    runs: list[PlannedRun],
-    study_data: StudyData,
-    cache_dir: Path,
-    uri: str,
-    exp_id: str,
-    parent_id: str,
-    messages: Any,
+def drain(
+    queue: Any, storage_url: str, client: Any, workers: int, total: int | None = None, progress: bool = True
 ) -> None:
-    """Entry point of a training process: configure determinism first, then train and log each run."""
-    from harness import determinism, env
-    from harness.train import train_run
+    """Run worker processes, one process group at a time, until no trial is waiting or running.
 
-    determinism.configure_process(runs[0].config.determinism)
-    client = tracking.connect(uri)
-    environment = env.snapshot()
-    loaded: dict[str, np.ndarray] = {}
+    TensorFlow fixes threads and determinism per process, so each group (runs sharing those settings) gets its
+    own processes. A worker that dies is replaced; its trial is retried once its heartbeat goes stale.
+    """
+    from tqdm import tqdm
 
-    def images_for(stage: Any) -> np.ndarray:
-        key = preprocess.pipeline_key(stage.steps)
-        if key not in loaded:
-            loaded[key], _ = preprocess.cached_pipeline(
-                study_data.images, study_data.fingerprint, stage.steps, cache_dir
-            )
-        return loaded[key]
+    exp_id = queue.user_attrs["experiment_id"]
+    bar = tqdm(total=total, unit="run", desc=queue.study_name, disable=not progress, file=sys.stderr)
+    try:
+        while groups := engine.group_counts(queue):
+            waiting = [group for group, counts in groups.items() if counts["WAITING"]]
+            if not waiting:  # only RUNNING trials left: other machines' or dead workers' (stale soon)
+                _wait_for_stale(queue, client, exp_id, bar)
+                continue
+            _run_workers(queue, storage_url, client, list(waiting[0]), workers, bar)
+    finally:
+        _show_progress(queue, bar)
+        bar.close()
+    tracking.mark_orphans(client, exp_id, live_trials=set())
 
-    for run in runs:
-        result = train_run(run, study_data.ids, study_data.digits, images_for)
-        tracking.log_result(client, exp_id, parent_id, result, environment)
-        messages.put(
-            {
-                "run_key": run.run_key,
-                "status": result.status,
-                "accuracy": result.accuracy,
-                "failure_reason": result.failure_reason,
-            }
+
+def _run_workers(queue: Any, storage_url: str, client: Any, group: list[Any], workers: int, bar: Any) -> None:
+    context = mp.get_context("spawn")
+    args = (storage_url, queue.study_name, group, client.tracking_uri, CACHE_DIR.resolve())
+    processes = [context.Process(target=worker_main, args=args, daemon=True) for _ in range(workers)]
+    replacements = MAX_REPLACEMENTS_PER_WORKER * workers
+    for process in processes:
+        process.start()
+    try:
+        while any(process.is_alive() for process in processes):
+            time.sleep(1.0)
+            _show_progress(queue, bar)
+            for i, process in enumerate(processes):
+                died = process.exitcode not in (None, 0)
+                if died and replacements > 0 and tuple(group) in engine.group_counts(queue):
+                    replacements -= 1  # a worker died (killed, out of memory): its trial is retried by the others
+                    processes[i] = context.Process(target=worker_main, args=args, daemon=True)
+                    processes[i].start()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.join(timeout=30)  # workers got the same SIGINT: they mark their trial and exit
+        raise
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    if any(process.exitcode != 0 for process in processes) and tuple(group) in engine.group_counts(queue):
+        codes = sorted({process.exitcode for process in processes})
+        raise HarnessError(f"training processes died (exit codes {codes}); run the study again to resume")
+
+
+def _wait_for_stale(queue: Any, client: Any, exp_id: str, bar: Any) -> None:
+    from optuna.trial import TrialState
+
+    time.sleep(engine.HEARTBEAT_S)
+    engine.fail_stale(queue)
+    live = {t.number for t in queue.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    tracking.mark_orphans(client, exp_id, live)
+    _show_progress(queue, bar)
+
+
+def _show_progress(queue: Any, bar: Any) -> None:
+    counts = engine.status(queue)
+    bar.n = counts["done"] + counts["failed"]
+    bar.set_postfix_str(f"running {counts['running']}, failed {counts['failed']}", refresh=True)
+
+
+def worker_main(storage_url: str, study_name: str, group: list[Any], tracking_uri: str, cache_dir: Path) -> None:
+    """A training process: configure determinism first, then claim and train trials of its group until none."""
+    from harness import determinism
+
+    op_determinism, env_flags, intra, inter = group
+    determinism.configure_process(
+        DeterminismConfig(
+            op_determinism=op_determinism, env_flags=env_flags, intra_op_threads=intra, inter_op_threads=inter
         )
+    )
+    try:
+        Worker.connect(storage_url, study_name, tracking_uri, cache_dir).loop(group)
+    except HarnessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@dataclass
+class Worker:
+    """Everything a training process needs, rebuilt from the run storage alone (so other machines can join)."""
+
+    queue: Any
+    client: Any
+    study: Study
+    cache_dir: Path
+    environment: dict[str, Any]
+    experiment_id: str
+    parent_id: str
+
+    @classmethod
+    def connect(cls, storage_url: str, study_name: str, tracking_uri: str | None, cache_dir: Path) -> Worker:
+        from harness import env
+        from harness.spec import parse_spec
+
+        queue = engine.open_queue(engine.open_storage(storage_url), study_name, create=False)
+        attrs = queue.user_attrs
+        client = tracking.connect(tracking_uri or attrs["tracking_uri"])
+        study = prepare(parse_spec(attrs["spec_text"], Path(attrs["spec_path"])))
+        if study.data.fingerprint != attrs["data_fingerprint"]:
+            raise HarnessError(
+                f"data here (fingerprint {study.data.fingerprint}) differs from the study's "
+                f"({attrs['data_fingerprint']}); point the spec at the same files"
+            )
+        return cls(queue, client, study, cache_dir, env.snapshot(), attrs["experiment_id"], attrs["parent_run_id"])
+
+    def loop(self, group: list[Any]) -> None:
+        from optuna.trial import TrialState
+
+        runs = {run.run_key: run for run in self.study.runs}
+        while True:
+            trial = engine.claim(self.queue, group)
+            if trial is None:
+                if tuple(group) not in engine.group_counts(self.queue):
+                    return
+                time.sleep(engine.HEARTBEAT_S)  # others are still training: a dead one's trial comes back
+                engine.fail_stale(self.queue)
+                continue
+            run = runs.get(trial.user_attrs[engine.RUN_KEY])
+            if run is None:
+                trial.set_user_attr(engine.REAL_FAILURE, "run key not in the study's current spec")
+                self.queue.tell(trial, state=TrialState.FAIL)
+                continue
+            self.execute(trial, run)
+
+    def execute(self, trial: Any, run: PlannedRun) -> None:
+        from optuna.trial import TrialState
+
+        from harness.train import train_run
+
+        with engine.heartbeat(trial):
+            run_id = tracking.start_child(
+                self.client, self.experiment_id, self.parent_id, run, self.environment, trial.number
+            )
+            trial.set_user_attr("mlflow_run_id", run_id)
+            try:
+                result = train_run(run, self.study.data.ids, self.study.data.digits, self.images_for)
+                tracking.finish_child(self.client, run_id, result)
+            except KeyboardInterrupt:
+                tracking.end_child(self.client, run_id, "KILLED", "interrupted (Ctrl-C); rerun to resume")
+                self.queue.tell(trial, state=TrialState.FAIL)
+                raise
+        if result.status == "FINISHED":
+            self.queue.tell(trial, result.accuracy)
+        else:
+            trial.set_user_attr(engine.REAL_FAILURE, result.failure_reason)
+            self.queue.tell(trial, state=TrialState.FAIL)
+
+    def images_for(self, stage: Any) -> np.ndarray:
+        data = self.study.data
+        return preprocess.cached_pipeline(data.images, data.fingerprint, stage.steps, self.cache_dir)[0]

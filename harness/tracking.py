@@ -22,6 +22,7 @@ from harness.errors import HarnessError
 STORE_DIR = Path("mlruns")
 ROLE = "harness.role"
 STUDY = "harness.study"
+TRIAL = "harness.trial_number"
 
 
 def default_uri() -> str:
@@ -108,15 +109,6 @@ def child_runs(client: Any, exp_id: str) -> list[Any]:
     return client.search_runs([exp_id], f"tags.`{ROLE}` = 'training'", max_results=50_000)
 
 
-def mark_interrupted(client: Any, exp_id: str) -> int:
-    """Children left RUNNING by a dead process: marked KILLED so they are visible, and re-run."""
-    stale = [r for r in child_runs(client, exp_id) if r.info.status == "RUNNING"]
-    for run in stale:
-        client.set_tag(run.info.run_id, "harness.failure_reason", "process died before the run was logged")
-        client.set_terminated(run.info.run_id, status="KILLED")
-    return len(stale)
-
-
 def completed_run_keys(client: Any, exp_id: str) -> set[str]:
     """Runs that need no re-run: finished, or failed for a recorded reason (not retried forever)."""
     return {
@@ -126,11 +118,10 @@ def completed_run_keys(client: Any, exp_id: str) -> set[str]:
     }
 
 
-def log_result(client: Any, exp_id: str, parent_id: str, result: Any, environment: dict[str, Any]) -> str:
-    """Everything about one training as a child run; returns its run id."""
-    from mlflow.entities import Metric, Param
+def start_child(client: Any, exp_id: str, parent_id: str, run: Any, environment: dict[str, Any], trial: int) -> str:
+    """A RUNNING child run with everything known before training: a crash leaves it visible, later marked KILLED."""
+    from mlflow.entities import Param
 
-    run = result.run
     tags = {
         ROLE: "training",
         STUDY: run.study,
@@ -139,32 +130,64 @@ def log_result(client: Any, exp_id: str, parent_id: str, result: Any, environmen
         "harness.config_key": run.config_key,
         "harness.replicate": str(run.replicate),
         "harness.data_fingerprint": run.data_fingerprint,
-        "harness.failure_reason": result.failure_reason,
-        "harness.weights_hash": result.weights_hash,
+        TRIAL: str(trial),
         **{f"factor.{key}": value for key, value in run.factors.items()},
         **{f"env.{key}": str(value) for key, value in environment.items()},
-        **{f"determinism.actual.{key}": str(value) for key, value in result.determinism.items()},
     }
-    child = client.create_run(exp_id, run_name=run.name, tags=tags)
-    run_id = child.info.run_id
-    now = int(time.time() * 1000)
+    run_id = client.create_run(exp_id, run_name=run.name, tags=tags).info.run_id
     params = [Param(key, _param_text(value)) for key, value in flatten(run.resolved()).items()]
+    # factor levels as labels (on/off, a→b) beside the tags: the UI's compare view plots params, not tags;
+    # no config key starts with `factor.`, so they never collide with the config params
+    params += [Param(f"factor.{key}", value) for key, value in run.factors.items()]
+    client.log_batch(run_id, params=params)
+    return run_id
+
+
+def finish_child(client: Any, run_id: str, result: Any) -> None:
+    """Metrics, artifacts and the final status; the status goes last, so FINISHED means fully logged."""
+    from mlflow.entities import Metric, RunTag
+
+    from harness.engine import kill_point
+
+    now = int(time.time() * 1000)
     metrics = [Metric(key, value, now, 0) for key, value in _final_metrics(result).items()]
     for row in result.history:
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s"):
             if key in row and math.isfinite(row[key]):
                 metrics.append(Metric(f"epoch_{key}", row[key], now, row["epoch"]))
-    client.log_batch(run_id, metrics=metrics, params=params)
+    tags = {
+        "harness.failure_reason": result.failure_reason,
+        "harness.weights_hash": result.weights_hash,
+        **{f"determinism.actual.{key}": str(value) for key, value in result.determinism.items()},
+    }
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag(key, value) for key, value in tags.items()])
+    kill_point("logging")
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "config.json"
-        config_path.write_text(json.dumps({"resolved": run.resolved(), "history": result.history}, indent=1))
+        config_path.write_text(json.dumps({"resolved": result.run.resolved(), "history": result.history}, indent=1))
         client.log_artifact(run_id, str(config_path))
         if result.predictions is not None:
             predictions_path = Path(tmp) / "predictions.csv"
             result.predictions.to_csv(predictions_path, index=False)
             client.log_artifact(run_id, str(predictions_path))
     client.set_terminated(run_id, status=result.status)
-    return run_id
+
+
+def end_child(client: Any, run_id: str, status: str, reason: str) -> None:
+    client.set_tag(run_id, "harness.failure_reason", reason)
+    client.set_terminated(run_id, status=status)
+
+
+def mark_orphans(client: Any, exp_id: str, live_trials: set[int]) -> int:
+    """Children RUNNING in MLflow whose trial is not running any more (its worker died): marked KILLED."""
+    orphans = [
+        r
+        for r in child_runs(client, exp_id)
+        if r.info.status == "RUNNING" and int(r.data.tags.get(TRIAL, -1)) not in live_trials
+    ]
+    for run in orphans:
+        end_child(client, run.info.run_id, "KILLED", "worker died before the run was logged; retried")
+    return len(orphans)
 
 
 def _final_metrics(result: Any) -> dict[str, float]:

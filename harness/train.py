@@ -18,6 +18,7 @@ import pandas as pd
 
 from harness import determinism
 from harness.design import PlannedRun, Stage
+from harness.engine import kill_point
 from harness.spec import EvaluationConfig
 
 # Preprocessed images for a stage's pipeline, all rows of the data set, float32 N×H×W in [0, 1].
@@ -126,6 +127,7 @@ def _fit_stage(
 
     def record(epoch: int, logs: dict[str, float]) -> None:
         now = time.perf_counter()
+        kill_point("epoch")  # crash tests: SIGKILL in the middle of a training
         history.append(
             {
                 "epoch": epoch + 1,

@@ -1,0 +1,98 @@
+"""The run queue on a real Optuna SQLite storage: exactly-once claims, resume rules, stale-trial retry."""
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from optuna.trial import TrialState
+
+from harness import engine
+from harness.errors import HarnessError
+
+GROUP = [True, True, 0, 0]
+
+
+def fake_runs(*keys: str) -> list:
+    from harness.spec import RunConfig
+
+    return [SimpleNamespace(run_key=key, config=RunConfig()) for key in keys]
+
+
+@pytest.fixture
+def queue(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "GRACE_S", 1)
+    monkeypatch.setattr(engine, "HEARTBEAT_S", 1)
+    storage = engine.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    return engine.open_queue(storage, "s", create=True)
+
+
+def test_enqueue_skips_done_and_queued_runs(queue):
+    assert engine.enqueue(queue, fake_runs("a", "b", "c"), completed_elsewhere={"c"}) == 2
+    assert engine.enqueue(queue, fake_runs("a", "b", "c"), completed_elsewhere=set()) == 1  # c not queued yet
+    assert sorted(t.user_attrs["run_key"] for t in queue.trials) == ["a", "b", "c"]
+
+
+def test_each_trial_is_claimed_exactly_once_by_concurrent_workers(queue):
+    engine.enqueue(queue, fake_runs(*[f"k{i}" for i in range(12)]), set())
+    claimed, lock = [], threading.Lock()
+
+    def worker():
+        while (trial := engine.claim(queue, GROUP)) is not None:
+            with lock:
+                claimed.append(trial.user_attrs["run_key"])
+            queue.tell(trial, 1.0)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(f"k{i}" for i in range(12))
+    assert engine.status(queue)["done"] == 12
+
+
+def test_other_process_groups_are_not_claimed(queue):
+    engine.enqueue(queue, fake_runs("a"), set())
+    assert engine.claim(queue, [False, True, 0, 0]) is None
+    assert engine.claim(queue, GROUP) is not None
+
+
+def test_real_failures_are_final_and_killed_runs_come_back(queue):
+    engine.enqueue(queue, fake_runs("nan", "killed"), set())
+    first, second = engine.claim(queue, GROUP), engine.claim(queue, GROUP)
+    by_key = {t.user_attrs["run_key"]: t for t in (first, second)}
+    by_key["nan"].set_user_attr(engine.REAL_FAILURE, "loss became nan")
+    queue.tell(by_key["nan"], state=TrialState.FAIL)
+    queue.tell(by_key["killed"], state=TrialState.FAIL)  # interrupted: no recorded reason
+    assert engine.enqueue(queue, fake_runs("nan", "killed"), set()) == 1
+    counts = engine.status(queue)
+    assert (counts["failed"], counts["killed_retried"], counts["waiting"]) == (1, 1, 1)
+
+
+def test_a_dead_workers_trial_is_retried_after_its_heartbeat_stops(queue):
+    engine.enqueue(queue, fake_runs("a"), set())
+    trial = engine.claim(queue, GROUP)
+    assert trial is not None and engine.claim(queue, GROUP) is None
+    time.sleep(engine.GRACE_S + 1.5)  # the worker "died": no heartbeat
+    engine.fail_stale(queue)
+    retry = engine.claim(queue, GROUP)
+    assert retry is not None and retry.user_attrs["run_key"] == "a" and retry.number != trial.number
+
+
+def test_a_live_workers_trial_is_not_taken(queue):
+    engine.enqueue(queue, fake_runs("a"), set())
+    trial = engine.claim(queue, GROUP)
+    with engine.heartbeat(trial):
+        time.sleep(engine.GRACE_S + 1.5)
+        engine.fail_stale(queue)
+        assert engine.claim(queue, GROUP) is None
+    queue.tell(trial, 0.5)
+    assert engine.status(queue)["done"] == 1
+
+
+def test_unreachable_storage_is_one_line(tmp_path):
+    with pytest.raises(HarnessError, match="run storage 'postgresql://nobody@127.0.0.1:9/x' is unreachable"):
+        engine.open_storage("postgresql://nobody@127.0.0.1:9/x")
+    with pytest.raises(HarnessError, match="no study named 'missing'"):
+        engine.open_queue(engine.open_storage(f"sqlite:///{tmp_path / 'o.db'}"), "missing", create=False)
