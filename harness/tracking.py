@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +35,6 @@ def default_uri() -> str:
 def connect(uri: str | None) -> Any:
     """An MlflowClient for `uri`, or a one-line error when the store cannot be reached."""
     import logging
-    import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # per-file bars drown the report
     from mlflow import MlflowClient
@@ -131,6 +132,7 @@ def start_child(client: Any, exp_id: str, parent_id: str, run: Any, environment:
         "harness.replicate": str(run.replicate),
         "harness.data_fingerprint": run.data_fingerprint,
         TRIAL: str(trial),
+        "harness.worker": f"{socket.gethostname()}:{os.getpid()}",
         **{f"factor.{key}": value for key, value in run.factors.items()},
         **{f"env.{key}": str(value) for key, value in environment.items()},
     }

@@ -1,0 +1,159 @@
+"""One study, several worker processes, one shared run storage and tracking server: every run exactly once.
+
+PostgreSQL (Debian's server binaries) and `mlflow server` are started here on loopback ports, for real; the
+same test runs against the SQLite default. Skips when PostgreSQL's binaries are not installed.
+"""
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from tests.conftest import run_cli
+
+SPEC = """
+name: shared
+data: {source: synthetic, n: 200, seed: 0}
+repeats: 6
+base:
+  model: {filters: 4, depth: 1, dense_units: 8}
+  determinism: {intra_op_threads: 1, inter_op_threads: 1}
+  stages: {train: {pipeline: [], epochs: 2}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on a loopback port with databases `optuna` and `mlflow`."""
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not binaries:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    bin_dir, port = Path(binaries[-1]), free_port()
+    # its own folder outside pytest's (root-only) tmp tree: the server runs as the postgres user
+    data = Path(tempfile.mkdtemp(prefix="harness-pg-")) / "data"
+    data.parent.chmod(0o777)
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(
+        [*as_postgres, bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -h 127.0.0.1 -k {data.parent}"
+    subprocess.run(
+        [*as_postgres, bin_dir / "pg_ctl", "-D", data, "-o", options, "-w", "-l", data.parent / "log", "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        for name in ("optuna", "mlflow"):
+            subprocess.run(
+                [bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name], check=True
+            )
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_postgres, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory):
+    """`mlflow server` on loopback, backed by the PostgreSQL above, serving artifacts from a temp folder."""
+    port, artifacts = free_port(), tmp_path_factory.mktemp("artifacts")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"{postgres}/mlflow",
+            "--artifacts-destination",
+            artifacts.as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, "mlflow server", 120)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def check_exactly_once(tracking_uri: str, storage: str) -> None:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("shared")
+    children = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'training'")
+    finished = Counter(r.data.tags["harness.run_key"] for r in children if r.info.status == "FINISHED")
+    assert len(finished) == 6 and set(finished.values()) == {1}
+    workers = {r.data.tags["harness.worker"] for r in children}
+    assert len(workers) == 2, f"expected runs from 2 worker processes, got {workers}"
+    assert all("predictions.csv" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in children)
+    queue = optuna.load_study(study_name="shared", storage=storage)
+    complete = Counter(t.user_attrs["run_key"] for t in queue.trials if t.state == TrialState.COMPLETE)
+    assert complete == finished and len(queue.trials) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_workers_share_one_study(backend, tmp_path, request):
+    (tmp_path / "shared.yaml").write_text(SPEC)
+    if backend == "postgresql":
+        database, tracking = request.getfixturevalue("postgres"), request.getfixturevalue("mlflow_server")
+        storage, extra = f"{database}/optuna", ["--storage", f"{database}/optuna", "--tracking-uri", tracking]
+    else:
+        storage, tracking, extra = f"sqlite:///{tmp_path / 'mlruns/optuna.db'}", None, []
+        tracking = f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}"
+    done = run_cli("run", "shared.yaml", "--no-progress", "--workers", "2", *extra, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_exactly_once(tracking, storage)
+    joined = run_cli("worker", "--study", "shared", "--storage", storage, "--no-progress", cwd=tmp_path, timeout=300)
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    assert "6 done, 0 running, 0 waiting" in joined.stdout
+
+
+def test_worker_on_unreachable_storage_is_one_line(tmp_path):
+    done = run_cli("worker", "--study", "x", "--storage", "postgresql://nobody@127.0.0.1:9/x", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unreachable" in done.stderr
