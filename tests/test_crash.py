@@ -93,3 +93,50 @@ def test_two_workers_give_the_same_weights_as_one(tmp_path):
             if r.data.tags.get("harness.role") == "training"
         }
     assert len(hashes["one"]) == 4 and hashes["one"] == hashes["two"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_current_run_and_a_second_run_resumes(study_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    (study_dir / "crash.yaml").write_text(SPEC.replace("epochs: 2", "epochs: 30"))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", "crash.yaml", "--no-progress"],
+        cwd=study_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    storage = f"sqlite:///{study_dir / 'mlruns/optuna.db'}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until a training is under way
+        time.sleep(1)
+        if not (study_dir / "mlruns/optuna.db").exists():
+            continue
+        try:
+            trials = optuna.load_study(study_name="crash", storage=storage).trials
+        except KeyError:  # the study is not created yet
+            continue
+        if any(t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs for t in trials):
+            break
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole process group
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr.strip().splitlines()[-1] and "Traceback" not in stderr
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{study_dir / 'mlruns/mlflow.db'}")
+    experiment = client.get_experiment_by_name("crash")
+    statuses = Counter(r.info.status for r in client.search_runs([experiment.experiment_id]))
+    assert statuses["KILLED"] == 2 and statuses["RUNNING"] == 0  # the interrupted training and the study parent
+
+    resumed = run_cli("run", "crash.yaml", "--no-progress", cwd=study_dir, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "3/3 runs finished" in resumed.stdout
