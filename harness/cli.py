@@ -168,7 +168,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         result = report.build_report(
             table, out_dir, images=stored.images(), delta_pp=args.delta_pp, title=f"Study '{stored.name}'"
         )
-        stored.attach_report(out_dir)
+        stored.attach_report(out_dir, table)
     print("\n".join(result["verdict"]))
     print(f"\nreport: {out_dir / 'report.md'}")
     return 0

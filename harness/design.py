@@ -50,14 +50,40 @@ class PlannedRun:
 
     @property
     def name(self) -> str:
-        """A readable MLflow run name from the factors that vary."""
-        parts = [f"{key.split('.')[-1]}={value}" for key, value in self.factors.items()]
+        """A readable MLflow run name from the factors that vary, e.g. `a.epochs=2 · b.epochs=3 · rep=0`."""
+        short = short_factor_names(list(self.factors))
+        parts = [f"{short[key]}={value}" for key, value in self.factors.items()]
         return " · ".join([*parts, f"rep={self.replicate}"])
 
     def resolved(self) -> dict[str, Any]:
         """The config that determines the result: logged as params and hashed into the keys."""
         body = self.config.model_dump(mode="json", exclude={"pipelines", "stages", "stage_order", "seeds"})
         return {**body, "seeds": self.seeds, "stages": [s.as_dict() for s in self.stages]}
+
+
+def short_factor_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted factor key → its shortest trailing part that no other key's short name shares.
+
+    `augmentation.enabled` alone reads `enabled`; `stages.a.epochs` beside `stages.b.epochs` reads `a.epochs`
+    and `b.epochs`; `epochs` beside `stages.a.epochs` keeps `epochs` while the other becomes `a.epochs`.
+    Distinct keys always get distinct names (at worst the whole key).
+    """
+    parts = {key: key.split(".") for key in keys}
+    depth = dict.fromkeys(keys, 1)
+
+    def shown(key: str) -> str:
+        return ".".join(parts[key][-depth[key] :])
+
+    while True:
+        groups: dict[str, list[str]] = {}
+        for key in keys:
+            groups.setdefault(shown(key), []).append(key)
+        clashing = [key for group in groups.values() if len(group) > 1 for key in group]
+        longer = [key for key in clashing if depth[key] < len(parts[key])]
+        if not longer:
+            return {key: shown(key) for key in keys}
+        for key in longer:
+            depth[key] += 1
 
 
 def plan_runs(spec: StudySpec, data_fingerprint: str) -> list[PlannedRun]:

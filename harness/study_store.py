@@ -40,8 +40,23 @@ class StoredStudy:
         data = load_study_data(self.spec.data)
         return dict(zip(data.ids.tolist(), data.images, strict=True))
 
-    def attach_report(self, out_dir: Path) -> None:
+    def attach_report(self, out_dir: Path, table: pd.DataFrame | None = None) -> None:
+        """The report folder as artifacts of the study's parent run, with `table` (what it read) as runs.csv."""
+        if table is not None:
+            write_runs_csv(table, Path(out_dir) / "runs.csv")
         tracking.attach_report(self.client, self.experiment_id, out_dir)
+
+
+def write_runs_csv(table: pd.DataFrame, path: Path) -> None:
+    """The runs table as CSV, prediction paths relative to its folder (so `report --runs` reads it in place)."""
+    from harness.report import write_atomic
+
+    base = path.parent.resolve()
+    out = table.copy()
+    if "predictions" in out:
+        out["predictions"] = [_relative(p, base) for p in out["predictions"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, out.to_csv(index=False))
 
 
 def open_study(study: str, tracking_uri: str | None) -> StoredStudy:
@@ -53,3 +68,9 @@ def open_study(study: str, tracking_uri: str | None) -> StoredStudy:
     if exp_id is None:
         raise HarnessError(f"no study named '{name}' in {client.tracking_uri}; run it first with `harness run`")
     return StoredStudy(name, client, exp_id, spec)
+
+
+def _relative(path: object, base: Path) -> str:
+    if not isinstance(path, str) or not path:
+        return ""
+    return str(Path(path).relative_to(base)) if Path(path).is_relative_to(base) else path

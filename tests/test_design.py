@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.design import effective_seeds, level_label, plan_runs, process_key
+from harness.design import effective_seeds, level_label, plan_runs, process_key, short_factor_names
 from harness.errors import SpecError
 from harness.spec import parse_spec
 
@@ -100,3 +100,39 @@ def test_labels_and_process_keys():
     assert level_label(True) == "on" and level_label(["a", "b"]) == "a→b" and level_label([]) == "none"
     runs = plan_runs(spec("factors: {determinism.op_determinism: [true, false], model.dropout: [0.1, 0.2]}"), "fp")
     assert len({process_key(r) for r in runs}) == 2
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ([], []),
+        (["augmentation.enabled"], ["enabled"]),
+        (["stages.a.epochs", "stages.b.epochs", "seeds.init"], ["a.epochs", "b.epochs", "init"]),
+        (["model.dropout", "training.dropout"], ["model.dropout", "training.dropout"]),
+        (["a.b", "b"], ["a.b", "b"]),
+        (["x.a.b", "a.b", "c.b"], ["x.a.b", "a.b", "c.b"]),
+        (["stage_order", "seeds.fresh"], ["stage_order", "fresh"]),
+    ],
+)
+def test_short_factor_names_are_short_and_never_ambiguous(keys, expected):
+    short = short_factor_names(keys)
+    assert [short[k] for k in keys] == expected
+    assert len(set(short.values())) == len(keys)
+    assert all(key == name or key.endswith("." + name) for key, name in short.items())
+
+
+def test_run_names_tell_same_named_factors_apart():
+    text = """
+base:
+  stages: {a: {pipeline: [], epochs: 1}, b: {pipeline: [], epochs: 1}}
+  stage_order: [a, b]
+factors: {stages.a.epochs: [1, 2], stages.b.epochs: [1, 3]}
+"""
+    runs = plan_runs(spec(text), "fp")
+    assert [r.name for r in runs] == [
+        "a.epochs=1 · b.epochs=1 · rep=0",
+        "a.epochs=1 · b.epochs=3 · rep=0",
+        "a.epochs=2 · b.epochs=1 · rep=0",
+        "a.epochs=2 · b.epochs=3 · rep=0",
+    ]
+    assert len({r.name for r in runs}) == len(runs)
