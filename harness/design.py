@@ -226,7 +226,7 @@ def level_label(value: Any) -> str:
     return str(value)
 
 
-def process_key(run: PlannedRun) -> tuple[bool, bool, int, int]:
-    """Settings that TensorFlow fixes per process: runs differing here need separate processes."""
+def process_key(run: PlannedRun) -> tuple[str, bool, bool, int, int, bool]:
+    """Settings a backend fixes per process: runs differing here need separate processes."""
     det = run.config.determinism
-    return (det.op_determinism, det.env_flags, det.intra_op_threads, det.inter_op_threads)
+    return (run.config.backend, det.op_determinism, det.env_flags, det.intra_op_threads, det.inter_op_threads, det.tf32)

@@ -1,7 +1,8 @@
-"""Environment snapshot logged with every run: versions, devices, build, host, code commit."""
+"""Environment snapshot logged with every run and shown by `harness doctor`: versions, build, devices, commit."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -10,28 +11,71 @@ from pathlib import Path
 from typing import Any
 
 
+def package_version(name: str) -> str:
+    """A distribution's version without importing it ('not installed' when absent)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 @cache
 def snapshot() -> dict[str, Any]:
     """What produced a result, beyond its config. Cached: it does not change within a process."""
     import keras
-    import tensorflow as tf
 
-    build = tf.sysconfig.get_build_info()
+    backend = keras.backend.backend()
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "tensorflow": tf.__version__,
+        "tensorflow": package_version("tensorflow"),
         "keras": keras.__version__,
-        "keras_backend": keras.backend.backend(),
-        "cuda_build": str(build.get("cuda_version", "none")),
-        "cudnn_build": str(build.get("cudnn_version", "none")),
-        "devices": ",".join(
-            d.device_type + ":" + d.name.split(":")[-1] for d in tf.config.list_physical_devices()
-        ),
+        "keras_backend": backend,
+        **backend_build(backend),
         "git_commit": git_commit(),
     }
+
+
+def backend_build(backend: str) -> dict[str, str]:
+    """The backend's version, the CUDA/cuDNN it was built for, and the devices it sees."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        build = tf.sysconfig.get_build_info()
+        devices = tf.config.list_physical_devices()
+        return {
+            "backend_version": tf.__version__,
+            "cuda_build": str(build.get("cuda_version", "none")) if build.get("is_cuda_build") else "none",
+            "cudnn_build": str(build.get("cudnn_version", "none")) if build.get("is_cuda_build") else "none",
+            "devices": ",".join(f"{d.device_type}:{d.name.split(':')[-1]}" for d in devices),
+        }
+    if backend == "jax":
+        import jax
+
+        return {
+            "backend_version": jax.__version__,
+            "cuda_build": _jax_cuda_plugin(),
+            "cudnn_build": "bundled with the jax CUDA plugin",
+            "devices": ",".join(f"{d.platform}:{d.id}:{getattr(d, 'device_kind', '')}" for d in jax.devices()),
+        }
+    import torch
+
+    gpus = [f"cuda:{i}:{torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    return {
+        "backend_version": torch.__version__,
+        "cuda_build": str(torch.version.cuda or "none"),
+        "cudnn_build": str(torch.backends.cudnn.version() or "none"),
+        "devices": ",".join(["cpu", *gpus]),
+    }
+
+
+def _jax_cuda_plugin() -> str:
+    for name in ("jax-cuda13-plugin", "jax-cuda12-plugin"):
+        if (version := package_version(name)) != "not installed":
+            return f"{name} {version}"
+    return "none"
 
 
 def git_commit() -> str:

@@ -63,5 +63,5 @@ def build_cnn(
     x = layers.Dropout(model.dropout, seed=next(dropout_seeds))(x)
     x = layers.Dense(model.dense_units, activation="relu", kernel_initializer=kernel_init())(x)
     x = layers.Dropout(model.dropout, seed=next(dropout_seeds))(x)
-    outputs = layers.Dense(N_CLASSES, kernel_initializer=kernel_init(), name="logits")(x)
+    outputs = layers.Dense(N_CLASSES, kernel_initializer=kernel_init(), name="logits", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="hidden_digit_cnn")

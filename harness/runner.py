@@ -200,11 +200,16 @@ def worker_main(storage_url: str, study_name: str, group: list[Any], tracking_ur
     """A training process: configure determinism first, then claim and train trials of its group until none."""
     from harness import determinism
 
-    op_determinism, env_flags, intra, inter = group
+    backend, op_determinism, env_flags, intra, inter, tf32 = group
     determinism.configure_process(
         DeterminismConfig(
-            op_determinism=op_determinism, env_flags=env_flags, intra_op_threads=intra, inter_op_threads=inter
-        )
+            op_determinism=op_determinism,
+            env_flags=env_flags,
+            intra_op_threads=intra,
+            inter_op_threads=inter,
+            tf32=tf32,
+        ),
+        backend,
     )
     try:
         Worker.connect(storage_url, study_name, tracking_uri, cache_dir).loop(group)

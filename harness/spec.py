@@ -57,6 +57,8 @@ class TrainingConfig(Strict):
     batch_size: int = Field(64, ge=1, le=4096)
     learning_rate: float = Field(1e-3, gt=0.0)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    # mixed precision only speeds up GPUs with tensor cores; on a CPU it is recorded but slower
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
 
 
 class SeedsConfig(Strict):
@@ -72,13 +74,19 @@ class SeedsConfig(Strict):
 
 
 class DeterminismConfig(Strict):
-    """Process-level switches: a change here starts a separate training process."""
+    """Switches a backend fixes per process (all but `xla`): a change here starts a separate training process.
+
+    op_determinism: TF `enable_op_determinism`; jax `--xla_gpu_deterministic_ops`; torch
+    `use_deterministic_algorithms` + cudnn.deterministic. env_flags: TF_DETERMINISTIC_OPS/TF_CUDNN_DETERMINISTIC
+    (TF), CUBLAS_WORKSPACE_CONFIG (torch). tf32: TensorFloat-32 matmuls on Ampere+ GPUs (no effect on CPUs).
+    """
 
     op_determinism: bool = True
     env_flags: bool = True
     intra_op_threads: int = Field(0, ge=0, le=256)
     inter_op_threads: int = Field(0, ge=0, le=256)
     xla: bool = False
+    tf32: bool = False
 
 
 class EvaluationConfig(Strict):
@@ -102,6 +110,7 @@ class StageDef(Strict):
 class RunConfig(Strict):
     """One training's configuration before references (pipeline and stage names) are resolved."""
 
+    backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
     model: ModelConfig = ModelConfig()
     augmentation: AugmentationConfig = AugmentationConfig()
     training: TrainingConfig = TrainingConfig()

@@ -67,6 +67,7 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float) 
     from harness.model import build_cnn
 
     determinism.seed_run()
+    keras.mixed_precision.set_dtype_policy(run.config.training.precision)
     train_idx, val_idx = split_indices(digits, run.config.evaluation, run.seeds["split"])
     size = images_for(run.stages[0]).shape[1]
     model = build_cnn(size, run.config.model, run.config.augmentation, run.seeds)
@@ -74,7 +75,8 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float) 
         optimizer=_optimizer(run),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=run.config.determinism.xla,
+        # `xla` is TensorFlow's switch; jax always compiles with XLA and torch.compile is not used
+        jit_compile=run.config.determinism.xla if run.config.backend == "tensorflow" else run.config.backend == "jax",
     )
     history: list[dict[str, Any]] = []
     for stage_index, stage in enumerate(run.stages):
@@ -113,15 +115,9 @@ def _fit_stage(
 ) -> str:
     """Fit one stage's epochs, appending per-epoch rows to `history`; returns a failure reason or ''."""
     import keras
-    import tensorflow as tf
 
     order_seed = int(np.random.SeedSequence([run.seeds["order"], stage_index]).generate_state(1)[0] >> 1)
-    train = (
-        tf.data.Dataset.from_tensor_slices((images[train_idx], digits[train_idx]))
-        .shuffle(len(train_idx), seed=order_seed, reshuffle_each_iteration=True)
-        .batch(run.config.training.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    train = shuffled_batches(images[train_idx], digits[train_idx], run.config.training.batch_size, order_seed)
     first_epoch = len(history)
     clock = {"start": time.perf_counter()}
 
@@ -144,7 +140,7 @@ def _fit_stage(
         initial_epoch=first_epoch,
         validation_data=(images[val_idx], digits[val_idx]),
         validation_batch_size=512,
-        shuffle=False,  # the tf.data pipeline above shuffles, seeded by the data-order seed
+        shuffle=False,  # `shuffled_batches` shuffles, seeded by the data-order seed
         callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record)],
         verbose=0,
     )
@@ -152,6 +148,37 @@ def _fit_stage(
     if not math.isfinite(last_loss):
         return f"loss became {last_loss} in epoch {len(history)} (stage '{stage.name}')"
     return ""
+
+
+def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Any:
+    """Mini-batches in an order that depends only on (seed, epoch), on any Keras backend.
+
+    A numpy permutation per epoch instead of tf.data's shuffle: TensorFlow mixes its global seed into op seeds,
+    and jax/torch runs may not have TensorFlow at all.
+    """
+    import keras
+
+    class ShuffledBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch = 0
+            self.order = self._permutation()
+
+        def _permutation(self) -> np.ndarray:
+            return np.random.default_rng([seed, self.epoch]).permutation(len(x))
+
+        def __len__(self) -> int:
+            return -(-len(x) // batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = self.order[index * batch_size : (index + 1) * batch_size]
+            return x[rows], y[rows]
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = self._permutation()
+
+    return ShuffledBatches()
 
 
 def _optimizer(run: PlannedRun) -> Any:

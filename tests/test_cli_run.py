@@ -89,3 +89,35 @@ def test_diverging_run_is_recorded_failed_and_the_study_goes_on(tmp_path, cli):
     again = cli("run", "d.yaml", "--no-progress")
     assert again.returncode == 0
     assert len(client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'training'")) == 2
+
+
+BACKENDS = """
+name: backends
+data: {source: synthetic, n: 200, seed: 0}
+repeats: 3
+base:
+  model: {filters: 4, depth: 1, dense_units: 8}
+  stages: {train: {pipeline: [], epochs: 1}}
+factors:
+  backend: [tensorflow, jax]
+"""
+
+
+@pytest.mark.slow
+def test_backend_is_a_factor_each_run_in_its_own_process(tmp_path, cli):
+    pytest.importorskip("jax")
+    (tmp_path / "b.yaml").write_text(BACKENDS)
+    done = cli("run", "b.yaml", "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "6/6 runs finished" in done.stdout and "backend (2 levels)" in done.stdout
+    client = store(tmp_path)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("backends").experiment_id], "tags.`harness.role` = 'training'"
+    )
+    actual = {
+        (r.data.tags["factor.backend"], r.data.tags["determinism.actual.backend"], r.data.tags["env.keras_backend"])
+        for r in runs
+    }
+    assert actual == {("tensorflow", "tensorflow", "tensorflow"), ("jax", "jax", "jax")}
+    report = cli("report", "b.yaml")
+    assert report.returncode == 0 and "backend" in (tmp_path / "reports/backends/report.md").read_text()

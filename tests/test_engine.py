@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from harness import engine
 from harness.errors import HarnessError
 
-GROUP = [True, True, 0, 0]
+GROUP = ["tensorflow", True, True, 0, 0, False]
 
 
 def fake_runs(*keys: str) -> list:
@@ -54,7 +54,7 @@ def test_each_trial_is_claimed_exactly_once_by_concurrent_workers(queue):
 
 def test_other_process_groups_are_not_claimed(queue):
     engine.enqueue(queue, fake_runs("a"), set())
-    assert engine.claim(queue, [False, True, 0, 0]) is None
+    assert engine.claim(queue, ["tensorflow", False, True, 0, 0, False]) is None
     assert engine.claim(queue, GROUP) is not None
 
 

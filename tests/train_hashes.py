@@ -16,7 +16,7 @@ from harness.train import train_run
 def main(spec_path: str, indices: list[int], cache_dir: Path) -> None:
     study = prepare(load_spec(spec_path))
     runs = [study.runs[i] for i in indices]
-    determinism.configure_process(runs[0].config.determinism)
+    determinism.configure_process(runs[0].config.determinism, runs[0].config.backend)
 
     def images_for(stage):
         return preprocess.cached_pipeline(study.data.images, study.data.fingerprint, stage.steps, cache_dir)[0]
