@@ -140,17 +140,27 @@ def partial_share_ci(f_obs: float, df1: float, df2: float, n: int,
         return float(ss.f.cdf(f_obs, df1, df2) if lam <= 0 else ss.ncf.cdf(f_obs, df1, df2, lam))
 
     def solve(target: float) -> float:
+        """λ where the cdf falls to `target`; inf when beyond LAMBDA_MAX (a share of 1 to float precision)."""
         if cdf(0.0) <= target:
             return 0.0
-        hi = max(10.0, 4 * f_obs * df1)
-        while cdf(hi) > target and hi < 1e7:
-            hi *= 2
-        return float(brentq(lambda lam: cdf(lam) - target, 0.0, hi, xtol=1e-10))
+        below, above = 0.0, 10.0
+        while not cdf(above) <= target:  # also steps past NaN, which scipy returns for extreme F
+            if above >= LAMBDA_MAX:
+                return math.inf
+            below, above = above, above * 2
+        return float(brentq(lambda lam: cdf(lam) - target, below, above, xtol=1e-10))
 
     tail = (1 - level) / 2
     with quiet():
         lo, hi = solve(1 - tail), solve(tail)
-    return [num(lo / (lo + n)), num(hi / (hi + n))]
+    return [share_of(lo, n), share_of(hi, n)]
+
+
+LAMBDA_MAX = 1e9  # beyond this, λ/(λ+n) rounds to 1 for any study size we plan
+
+
+def share_of(lam: float, n: int) -> float | None:
+    return 1.0 if math.isinf(lam) else num(lam / (lam + n))
 
 
 def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = None) -> dict[str, Any]:

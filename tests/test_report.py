@@ -66,7 +66,8 @@ def test_full_report(tmp_path: Path) -> None:
     assert not list(out.glob("*.tmp"))
 
 
-@pytest.mark.parametrize("case", ["single_level", "identical", "few", "all_failed", "unbalanced", "no_factors"])
+@pytest.mark.parametrize("case", ["single_level", "identical", "few", "all_failed", "unbalanced", "no_factors",
+                                  "noise_free"])
 def test_degenerate_reports(tmp_path: Path, case: str) -> None:
     acc = [0.9, 0.91, 0.92, 0.93, 0.95, 0.96]
     f = ["a", "a", "a", "b", "b", "b"]
@@ -81,6 +82,8 @@ def test_degenerate_reports(tmp_path: Path, case: str) -> None:
         status, acc = ["FAILED"] * 6, [np.nan] * 6
     elif case == "unbalanced":
         f = ["a"] * 5 + ["b"]
+    elif case == "noise_free":  # deterministic runs: the factor is the only source of spread
+        acc = [0.9, 0.9, 0.9, 0.95, 0.95, 0.95]
     df = pd.DataFrame({"accuracy": acc, "status": status, "config_key": "k", "weights_hash": "h"})
     if case != "no_factors":
         df["toggle"] = f
@@ -89,7 +92,7 @@ def test_degenerate_reports(tmp_path: Path, case: str) -> None:
     assert md.startswith("## Verdict") and rep["verdict"]
     expected = {"single_level": "no factor with >= 2 levels", "identical": "all values identical",
                 "few": "too few runs", "all_failed": "No finished runs", "unbalanced": "too few runs",
-                "no_factors": "no factor with >= 2 levels"}[case]
+                "no_factors": "no factor with >= 2 levels", "noise_free": "95% CI 100.0%–100.0%"}[case]
     assert expected in md
     assert set(json.loads((tmp_path / "report.json").read_text())) == KEYS
 

@@ -22,7 +22,7 @@ from harness.stats import (
     quick_summary,
     variance_tests,
 )
-from harness.stats_design import RESIDUAL, random_effects, seeds_needed, variance_decomposition
+from harness.stats_design import RESIDUAL, partial_share_ci, random_effects, seeds_needed, variance_decomposition
 from harness.stats_repro import determinism_cost, identical_groups
 
 
@@ -213,3 +213,15 @@ def test_quick_summary_format() -> None:
     text = quick_summary(df, ["A", "B", "seeds.init"])
     assert "A (2 levels)" in text and "Brown–Forsythe p=" in text and "Constants: seeds.init=1" in text
     assert len(text.splitlines()) < 15
+
+
+def test_noise_free_factor_gives_share_ci_near_one() -> None:
+    """Runs identical within each level (deterministic CPU) make F astronomically large; the CI must not crash."""
+    df = pd.DataFrame({"A": ["x", "y"] * 6, "B": ["p"] * 6 + ["q"] * 6,
+                       "accuracy": [0.5, 0.6] * 6})
+    df.loc[0, "accuracy"] += 1e-15  # residual of float round-off size, as in the CI failure (F ~ 1e29)
+    a = variance_decomposition(df, ["A", "B"])["terms"][0]
+    assert a["term"] == "A" and a["partial_share_ci"][1] == 1.0
+    assert a["partial_share_ci"][0] > 0.99
+    low, high = partial_share_ci(1e29, 1, 5, 12)
+    assert 0.99 < low <= high == 1.0
