@@ -53,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--storage", help="run storage URL (default: sqlite:///mlruns/optuna.db)")
     status.set_defaults(handler=_cmd_status)
 
+    doctor = commands.add_parser("doctor", help="versions, devices, why no GPU, determinism, store reachability")
+    doctor.add_argument("--study", type=Path, help="also check this study's requirements (exit 2 when unmet)")
+    doctor.add_argument("--backend", action="append", choices=["tensorflow", "jax", "torch"],
+                        help="backend to inspect (repeatable; default: the study's, else tensorflow)")
+    doctor.add_argument("--tracking-uri", help="MLflow tracking URI to check (default: the study's or ./mlruns)")
+    doctor.add_argument("--storage", help="Optuna storage URL to check (default: sqlite:///mlruns/optuna.db)")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(handler=_cmd_doctor)
+
     report = commands.add_parser("report", help="statistical report: why does accuracy differ?")
     source = report.add_mutually_exclusive_group(required=True)
     source.add_argument("study", nargs="?", help="study spec file or study name in the MLflow store")
@@ -93,6 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from harness.runs_table import factor_columns
 
     study = runner.prepare(spec)
+    runner.apply_device(spec)
     client = tracking.connect(args.tracking_uri or spec.tracking.uri)
     storage = engine.open_storage(args.storage)
     print(
@@ -121,10 +131,12 @@ def _workers(count: int) -> int:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from harness import engine, runner, tracking
+    from harness.spec import parse_spec
 
     workers = _workers(args.workers)
     queue = engine.open_queue(engine.open_storage(args.storage), args.study, create=False)
     client = tracking.connect(args.tracking_uri or queue.user_attrs.get("tracking_uri"))
+    runner.apply_device(parse_spec(queue.user_attrs["spec_text"], Path(queue.user_attrs["spec_path"])))
     runner.drain(queue, args.storage, client, workers, progress=not args.no_progress)
     print(_status_line(engine.status(queue)))
     return 0
@@ -150,6 +162,23 @@ def _status_line(counts: dict) -> str:
         f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting, "
         f"{counts['failed']} failed, {counts['killed_retried']} killed (retried); ETA {eta_text}"
     )
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.spec import load_spec
+
+    spec = load_spec(args.study) if args.study else None
+    from harness import doctor
+
+    backends = args.backend or (doctor.study_backends(spec) if spec else ["tensorflow"])
+    report = doctor.diagnose(backends, args.tracking_uri or (spec.tracking.uri if spec else None), args.storage, spec)
+    print(json.dumps(report, indent=2, default=str) if args.json else doctor.render(report))
+    if report["problems"]:
+        print(f"error: {report['problems'][0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

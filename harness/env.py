@@ -34,6 +34,7 @@ def snapshot() -> dict[str, Any]:
         "keras": keras.__version__,
         "keras_backend": backend,
         **backend_build(backend),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),  # device: cpu sets -1
         "git_commit": git_commit(),
     }
 

@@ -8,6 +8,7 @@ written to the store. Trainings run in child processes, one per distinct process
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -84,6 +85,24 @@ def _check_splits(runs: list[PlannedRun], digits: np.ndarray, spec: StudySpec) -
                 f"{spec.source_path}: evaluation leaves {len(val_idx)} validation images; "
                 f"allowed: at least {MIN_VALIDATION} (more data or a larger val_fraction)"
             )
+
+
+def apply_device(spec: StudySpec) -> None:
+    """`device: cpu` hides GPUs from the training processes started after this; `gpu` refuses a GPU-less machine.
+
+    The GPU check imports the backends, so it runs in a child: this process must stay free of them.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from harness import doctor
+
+    if spec.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    elif spec.device == "gpu":
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            problems = pool.submit(doctor.device_problems, spec).result()
+        if problems:
+            raise HarnessError(problems[0])
 
 
 def run_study(study: Study, client: Any, storage: Any, workers: int = 1, progress: bool = True) -> pd.DataFrame:

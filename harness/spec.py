@@ -148,6 +148,8 @@ class StudySpec(Strict):
     factors: dict[str, list[Any]] = Field(default_factory=dict)
     base: RunConfig = RunConfig()
     tracking: TrackingConfig = TrackingConfig()
+    # gpu: refuse to start where the study's backends see no GPU; cpu: hide GPUs from its training processes
+    device: Literal["any", "cpu", "gpu"] = "any"
     _source_path: Path | None = PrivateAttr(None)
     _source_text: str = PrivateAttr("")
 
