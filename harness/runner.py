@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -219,6 +220,7 @@ def worker_main(storage_url: str, study_name: str, group: list[Any], tracking_ur
     """A training process: configure determinism first, then claim and train trials of its group until none."""
     from harness import determinism
 
+    signal.signal(signal.SIGINT, _defer_interrupt)
     backend, op_determinism, env_flags, intra, inter, tf32 = group
     determinism.configure_process(
         DeterminismConfig(
@@ -237,6 +239,14 @@ def worker_main(storage_url: str, study_name: str, group: list[Any], tracking_ur
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _defer_interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C in a worker: stop at the end of the current epoch (train.STOP_REQUESTED); a second one at once."""
+    from harness.train import STOP_REQUESTED
+
+    STOP_REQUESTED.set()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
@@ -270,8 +280,12 @@ class Worker:
     def loop(self, group: list[Any]) -> None:
         from optuna.trial import TrialState
 
+        from harness.train import STOP_REQUESTED
+
         runs = {run.run_key: run for run in self.study.runs}
         while True:
+            if STOP_REQUESTED.is_set():
+                raise KeyboardInterrupt
             trial = engine.claim(self.queue, group)
             if trial is None:
                 if tuple(group) not in engine.group_counts(self.queue):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,11 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     predictions: pd.DataFrame | None = None
     determinism: dict[str, Any] = field(default_factory=dict)
+
+
+# Set by a worker's SIGINT handler. A KeyboardInterrupt raised at an arbitrary bytecode can land in a library's
+# gc callback (jax's, imported by Keras), where Python swallows it; so the interrupt waits for the epoch's end.
+STOP_REQUESTED = threading.Event()
 
 
 def split_indices(digits: np.ndarray, evaluation: EvaluationConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,6 +139,8 @@ def _fit_stage(
             }
         )
         clock["start"] = now
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
 
     model.fit(
         train,
