@@ -53,6 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--storage", help="run storage URL (default: sqlite:///mlruns/optuna.db)")
     status.set_defaults(handler=_cmd_status)
 
+    tune = commands.add_parser("tune", help="Optuna search over a spec's `search` space, then a seed-robust re-check")
+    tune.add_argument("spec", type=Path, help="study YAML with a `search` section, e.g. studies/tune.yaml")
+    tune.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
+    tune.add_argument("--storage", help="Optuna storage URL (default: sqlite:///mlruns/optuna.db)")
+    tune.add_argument("--workers", type=int, default=1, help="local training processes (default 1)")
+    tune.add_argument("--out", type=Path, help="folder for tune.md/tune.json (default: reports/STUDY)")
+    tune.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    tune.set_defaults(handler=_cmd_tune)
+
+    predict = commands.add_parser("predict", help="contest submission (id,digit) from a study's chosen config")
+    predict.add_argument("--study", required=True, help="study name in the MLflow store (a tune or run study)")
+    predict.add_argument("--data", type=Path, required=True, help="contest-format CSV (test or labelled train)")
+    predict.add_argument("--out", type=Path, required=True, help="submission CSV to write")
+    predict.add_argument("--ensemble", type=int, default=1, help="average the softmax of K seeds (default 1)")
+    predict.add_argument("--tracking-uri")
+    predict.set_defaults(handler=_cmd_predict)
+
     doctor = commands.add_parser("doctor", help="versions, devices, why no GPU, determinism, store reachability")
     doctor.add_argument("--study", type=Path, help="also check this study's requirements (exit 2 when unmet)")
     doctor.add_argument("--backend", action="append", choices=["tensorflow", "jax", "torch"],
@@ -162,6 +179,37 @@ def _status_line(counts: dict) -> str:
         f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting, "
         f"{counts['failed']} failed, {counts['killed_retried']} killed (retried); ETA {eta_text}"
     )
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from harness.spec import load_spec
+
+    spec = load_spec(args.spec)
+    from harness import engine, runner, tracking, tune
+
+    tune.check_search(spec)
+    study = runner.prepare(spec)
+    runner.apply_device(spec)
+    client = tracking.connect(args.tracking_uri or spec.tracking.uri)
+    storage = engine.open_storage(args.storage)
+    out = args.out or Path("reports") / spec.name
+    result = tune.tune(study, client, storage, _workers(args.workers), not args.no_progress, out)
+    print("\n".join(result["verdict"]))
+    print(f"tune report: {out / 'tune.md'}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from harness import predict, tracking
+
+    client = tracking.connect(args.tracking_uri)
+    result = predict.predict(client, args.study, args.data, args.out, args.ensemble)
+    trained = "loaded from MLflow" if result["reused_models"] else "trained"
+    print(f"{result['rows']} predictions from {result['members']} model(s) ({trained}; config: "
+          f"{result['config_from']}) written to {result['out']}")
+    if result["accuracy"] is not None:
+        print(f"accuracy on {args.data}: {100 * result['accuracy']:.2f}%")
+    return 0
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:

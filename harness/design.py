@@ -86,13 +86,21 @@ def short_factor_names(keys: list[str]) -> dict[str, str]:
             depth[key] += 1
 
 
+CANDIDATE = "candidate"  # the factor a `listed` design varies: the name of each configuration
+
+
 def plan_runs(spec: StudySpec, data_fingerprint: str) -> list[PlannedRun]:
     """Every run the study asks for, in a stable order."""
     runs = []
     for factor_values in _design_points(spec):
-        config = _apply_factors(spec.base, factor_values)
+        if spec.design == "listed":
+            name = factor_values[CANDIDATE]
+            config = apply_overrides(spec.base, spec.points[name], f"points.{name}")
+            labels = {CANDIDATE: name}
+        else:
+            config = apply_overrides(spec.base, factor_values)
+            labels = {key: level_label(value) for key, value in factor_values.items()}
         stages = resolve_stages(config)
-        labels = {key: level_label(value) for key, value in factor_values.items()}
         for replicate in range(spec.repeats):
             seeds = effective_seeds(config, replicate)
             runs.append(_make_run(spec.name, replicate, labels, config, seeds, stages, data_fingerprint))
@@ -115,9 +123,13 @@ def _refuse_duplicates(runs: list[PlannedRun]) -> None:
 
 def _design_points(spec: StudySpec) -> list[dict[str, Any]]:
     """Factor settings per design point: every combination, or one factor moved at a time from the base."""
+    if spec.design == "listed":
+        if not spec.points or spec.factors:
+            raise SpecError("design 'listed' needs 'points' (named configurations) and no 'factors'")
+        return [{CANDIDATE: name} for name in spec.points]
     for key, values in spec.factors.items():
         for value in values:
-            _apply_factors(spec.base, {key: value})  # validate each level alone for a precise error
+            apply_overrides(spec.base, {key: value})  # validate each level alone for a precise error
     if spec.design == "factorial":
         keys = list(spec.factors)
         return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*spec.factors.values())]
@@ -130,14 +142,15 @@ def _design_points(spec: StudySpec) -> list[dict[str, Any]]:
     return points
 
 
-def _apply_factors(base: RunConfig, factor_values: dict[str, Any]) -> RunConfig:
+def apply_overrides(base: RunConfig, values: dict[str, Any], where: str = "factors") -> RunConfig:
+    """The base config with dotted keys set; an unknown key or bad value is a SpecError naming `where`."""
     raw = base.model_dump(mode="json")
-    for key, value in factor_values.items():
-        _set_path(raw, key, value)
+    for key, value in values.items():
+        _set_path(raw, key, value, where)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise SpecError(f"{describe_validation_error(err, RunConfig, prefix='factors')}") from None
+        raise SpecError(f"{describe_validation_error(err, RunConfig, prefix=where)}") from None
 
 
 def _get_path(raw: dict[str, Any], dotted: str) -> Any:
@@ -147,13 +160,13 @@ def _get_path(raw: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def _set_path(raw: dict[str, Any], dotted: str, value: Any, where: str = "factors") -> None:
     parts = dotted.split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise SpecError(f"factors.{dotted}: '{'.'.join(parts[: i + 1])}' is not a section with keys")
+            raise SpecError(f"{where}.{dotted}: '{'.'.join(parts[: i + 1])}' is not a section with keys")
         node = child
     node[parts[-1]] = copy.deepcopy(value)
 

@@ -13,7 +13,9 @@ What each backend guarantees with `op_determinism: true`:
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from harness.spec import DeterminismConfig
@@ -26,7 +28,22 @@ def configure_process(det: DeterminismConfig, backend: str = "tensorflow") -> No
     """Must run before Keras or the backend is imported in this process."""
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ log noise would break the progress bar
-    {"tensorflow": _configure_tensorflow, "jax": _configure_jax, "torch": _configure_torch}[backend](det)
+    with native_stderr_silenced():
+        {"tensorflow": _configure_tensorflow, "jax": _configure_jax, "torch": _configure_torch}[backend](det)
+        import keras  # noqa: F401  (imports jax too when installed: its logs land here as well)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """TensorFlow 2.21 logs from C++ at import whatever TF_CPP_MIN_LOG_LEVEL says; doctor's errors must be one line."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _configure_tensorflow(det: DeterminismConfig) -> None:
@@ -37,6 +54,7 @@ def _configure_tensorflow(det: DeterminismConfig) -> None:
             os.environ.pop(flag, None)
     import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # retracing warnings for per-run predict functions are expected here
     tf.config.threading.set_intra_op_parallelism_threads(det.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(det.inter_op_threads)
     tf.config.experimental.enable_tensor_float_32_execution(det.tf32)

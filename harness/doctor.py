@@ -6,17 +6,16 @@ by `gpu_reason`, a pure function of probed facts, so every branch is tested with
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.determinism import native_stderr_silenced
 from harness.env import backend_build, package_version
 
 GPU_INSTALL = {
@@ -63,19 +62,6 @@ def gpu_reason(f: GpuFacts) -> str | None:
                 f"loaded: {GPU_INSTALL[f.backend]}, or put them on LD_LIBRARY_PATH")
     return (f"driver {f.driver} and CUDA {f.build_cuda} libraries are present, yet {name} lists no GPU: "
             "rerun with TF_CPP_MIN_LOG_LEVEL=0 to see the backend's own message")
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """TensorFlow 2.21 logs from C++ at import whatever TF_CPP_MIN_LOG_LEVEL says; doctor's errors must be one line."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -110,7 +110,8 @@ def run_study(study: Study, client: Any, storage: Any, workers: int = 1, progres
     """Enqueue every run not yet done, drain the queue with `workers` processes, return the runs table."""
     _warm_cache(study, study.runs)  # before the store is touched: a preprocessing error leaves nothing behind
     exp_id = tracking.experiment_id(client, study.spec.name)
-    parent_id = tracking.study_parent(client, exp_id, study.spec.name, study.spec.source_text)
+    parent_id = tracking.study_parent(client, exp_id, study.spec.name, study.spec.source_text,
+                                      str(Path(study.spec.source_path).resolve()))
     queue = engine.open_queue(storage, study.spec.name, create=True)
     for key, value in {
         "spec_text": study.spec.source_text,

@@ -139,17 +139,55 @@ class TrackingConfig(Strict):
     uri: str | None = None
 
 
+class ParamSpace(Strict):
+    """One searched setting: a float or int range (optionally log-scaled) or a list of choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ParamSpace:
+        if self.type == "categorical":
+            if not self.choices or len({repr(c) for c in self.choices}) < 2:
+                raise ValueError("categorical needs 'choices' with at least 2 distinct values")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"{self.type} needs 'low' < 'high'")
+        elif self.log and self.low <= 0:
+            raise ValueError("log scale needs 'low' > 0")
+        return self
+
+
+class SearchConfig(Strict):
+    """`harness tune`: what to search, how, and how to re-check the winners against seed noise."""
+
+    space: dict[str, ParamSpace] = Field(min_length=1)
+    n_trials: int = Field(30, ge=1, le=10_000)
+    timeout_s: float | None = Field(None, gt=0)
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    top_k: int = Field(3, ge=2, le=20)  # configurations re-run with fresh seeds after the search
+    reeval_repeats: int = Field(5, ge=2, le=200)  # fresh seeds per re-run configuration
+
+
 class StudySpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str = ""
     data: DataConfig = DataConfig()
-    design: Literal["factorial", "one_at_a_time"] = "factorial"
+    design: Literal["factorial", "one_at_a_time", "listed"] = "factorial"
+    # design `listed`: named configurations, each a mapping of dotted keys to values (e.g. tune's top-k)
+    points: dict[str, dict[str, Any]] = Field(default_factory=dict)
     repeats: int = Field(1, ge=1, le=1000)
     factors: dict[str, list[Any]] = Field(default_factory=dict)
     base: RunConfig = RunConfig()
     tracking: TrackingConfig = TrackingConfig()
     # gpu: refuse to start where the study's backends see no GPU; cpu: hide GPUs from its training processes
     device: Literal["any", "cpu", "gpu"] = "any"
+    search: SearchConfig | None = None
     _source_path: Path | None = PrivateAttr(None)
     _source_text: str = PrivateAttr("")
 

@@ -25,6 +25,7 @@ STORE_DIR = Path("mlruns")
 ROLE = "harness.role"
 STUDY = "harness.study"
 TRIAL = "harness.trial_number"
+SPEC_PATH = "harness.spec_path"
 
 
 def default_uri() -> str:
@@ -87,7 +88,7 @@ def experiment_id(client: Any, study: str, create: bool = True) -> str | None:
     return client.create_experiment(study, artifact_location=artifacts)
 
 
-def study_parent(client: Any, exp_id: str, study: str, spec_text: str) -> str:
+def study_parent(client: Any, exp_id: str, study: str, spec_text: str, spec_path: str = "") -> str:
     """The study's parent run: reused across re-runs so all children sit under one parent."""
     parent_id = find_parent(client, exp_id)
     if parent_id is not None:
@@ -98,6 +99,8 @@ def study_parent(client: Any, exp_id: str, study: str, spec_text: str) -> str:
     # every version of the spec that ran is kept, so an edited spec never hides what earlier runs used
     digest = hashlib.sha256(spec_text.encode()).hexdigest()[:12]
     client.log_text(parent_id, spec_text, f"specs/study-{digest}.yaml")
+    if spec_path:  # relative data paths in the spec resolve against its folder (predict re-reads the spec)
+        client.set_tag(parent_id, SPEC_PATH, spec_path)
     return parent_id
 
 
@@ -172,7 +175,8 @@ def finish_child(client: Any, run_id: str, result: Any) -> None:
             predictions_path = Path(tmp) / "predictions.csv"
             result.predictions.to_csv(predictions_path, index=False)
             client.log_artifact(run_id, str(predictions_path))
-    client.set_terminated(run_id, status=result.status)
+    # MLflow has no PRUNED status: a pruned trial ends KILLED, its reason tag says "pruned after epoch N"
+    client.set_terminated(run_id, status="KILLED" if result.status == "PRUNED" else result.status)
 
 
 def end_child(client: Any, run_id: str, status: str, reason: str) -> None:

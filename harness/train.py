@@ -24,12 +24,14 @@ from harness.spec import EvaluationConfig
 
 # Preprocessed images for a stage's pipeline, all rows of the data set, float32 N×H×W in [0, 1].
 ImagesFor = Callable[[Stage], np.ndarray]
+# Called after each epoch with (epochs done, validation accuracy); True stops the run as PRUNED (Optuna's pruners).
+EpochHook = Callable[[int, float], bool]
 
 
 @dataclass(frozen=True)
 class RunResult:
     run: PlannedRun
-    status: str  # FINISHED | FAILED
+    status: str  # FINISHED | FAILED | PRUNED
     failure_reason: str = ""
     accuracy: float = math.nan
     loss: float = math.nan
@@ -38,11 +40,13 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     predictions: pd.DataFrame | None = None
     determinism: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the trained Keras model, kept only when asked (predict)
 
 
 # Set by a worker's SIGINT handler. A KeyboardInterrupt raised at an arbitrary bytecode can land in a library's
 # gc callback (jax's, imported by Keras), where Python swallows it; so the interrupt waits for the epoch's end.
 STOP_REQUESTED = threading.Event()
+PRUNED = "pruned"
 
 
 def split_indices(digits: np.ndarray, evaluation: EvaluationConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,17 +61,19 @@ def split_indices(digits: np.ndarray, evaluation: EvaluationConfig, seed: int) -
     return list(folds.split(rows, digits))[evaluation.fold]
 
 
-def train_run(run: PlannedRun, ids: np.ndarray, digits: np.ndarray, images_for: ImagesFor) -> RunResult:
+def train_run(run: PlannedRun, ids: np.ndarray, digits: np.ndarray, images_for: ImagesFor,
+              on_epoch: EpochHook | None = None, keep_model: bool = False) -> RunResult:
     """Train one planned run from scratch; never raises for a training failure."""
     started = time.perf_counter()
     try:
-        return _train(run, ids, digits, images_for, started)
+        return _train(run, ids, digits, images_for, started, on_epoch, keep_model)
     except Exception as err:  # a broken run must not end the study; its reason is recorded
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
         return RunResult(run, "FAILED", failure_reason=reason, wall_time_s=time.perf_counter() - started)
 
 
-def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float) -> RunResult:
+def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, on_epoch: EpochHook | None,
+           keep_model: bool) -> RunResult:
     import keras
 
     from harness.model import build_cnn
@@ -87,7 +93,11 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float) 
     history: list[dict[str, Any]] = []
     for stage_index, stage in enumerate(run.stages):
         images = images_for(stage)[..., None]
-        failure = _fit_stage(model, run, stage, stage_index, images, digits, train_idx, val_idx, history)
+        failure = _fit_stage(model, run, stage, stage_index, images, digits, train_idx, val_idx, history, on_epoch)
+        if failure.startswith(PRUNED):
+            accuracy = history[-1].get("val_accuracy", math.nan)
+            return RunResult(run, "PRUNED", failure, accuracy=accuracy, history=history,
+                             wall_time_s=time.perf_counter() - started)
         if failure:
             return RunResult(run, "FAILED", failure, history=history, wall_time_s=time.perf_counter() - started)
     x_val = images_for(run.stages[-1])[val_idx][..., None]
@@ -105,6 +115,7 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float) 
         history=history,
         predictions=predictions,
         determinism=determinism.read_back(run.config.determinism.xla),
+        model=model if keep_model else None,
     )
 
 
@@ -118,6 +129,7 @@ def _fit_stage(
     train_idx,
     val_idx,
     history: list[dict[str, Any]],
+    on_epoch: EpochHook | None = None,
 ) -> str:
     """Fit one stage's epochs, appending per-epoch rows to `history`; returns a failure reason or ''."""
     import keras
@@ -126,6 +138,7 @@ def _fit_stage(
     train = shuffled_batches(images[train_idx], digits[train_idx], run.config.training.batch_size, order_seed)
     first_epoch = len(history)
     clock = {"start": time.perf_counter()}
+    pruned: list[int] = []
 
     def record(epoch: int, logs: dict[str, float]) -> None:
         now = time.perf_counter()
@@ -141,6 +154,9 @@ def _fit_stage(
         clock["start"] = now
         if STOP_REQUESTED.is_set():
             raise KeyboardInterrupt
+        if on_epoch is not None and on_epoch(len(history), float(logs.get("val_accuracy", math.nan))):
+            model.stop_training = True
+            pruned.append(len(history))
 
     model.fit(
         train,
@@ -155,7 +171,7 @@ def _fit_stage(
     last_loss = history[-1]["loss"] if len(history) > first_epoch else math.nan
     if not math.isfinite(last_loss):
         return f"loss became {last_loss} in epoch {len(history)} (stage '{stage.name}')"
-    return ""
+    return f"{PRUNED} after epoch {pruned[0]}" if pruned else ""
 
 
 def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Any:

@@ -1,0 +1,149 @@
+"""`harness predict`: a study's chosen configuration → a contest submission (`id,digit`), optionally a seed ensemble.
+
+The configuration is the tune study's seed-robust best (a tag on its parent run) or, for a `run` study, its base
+config. The K member models are logged to MLflow with their signature; a second call with the same config, data
+and K loads them instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness import data, preprocess, tracking
+from harness.design import _make_run, effective_seeds, resolve_stages, stable_hash
+from harness.errors import HarnessError
+from harness.spec import SEED_SOURCES, RunConfig, StudySpec, parse_spec
+
+ROLE_PREDICT = "predict"
+PREDICT_KEY = "harness.predict_key"
+
+
+@dataclass(frozen=True)
+class Chosen:
+    spec: StudySpec
+    config: RunConfig
+    source: str  # where the config came from, for the user
+
+
+def chosen_config(client: Any, study: str) -> Chosen:
+    """The configuration `predict` uses for a study in the store, and where it came from."""
+    exp_id = tracking.experiment_id(client, study, create=False)
+    parent_id = None if exp_id is None else tracking.find_parent(client, exp_id)
+    if parent_id is None:
+        raise HarnessError(f"no study named '{study}' in {client.tracking_uri}; run `harness run` or `harness tune` "
+                           "on its spec first")
+    parent = client.get_run(parent_id)
+    spec_text = Path(client.download_artifacts(parent_id, "study.yaml")).read_text(encoding="utf-8")
+    spec = parse_spec(spec_text, Path(parent.data.tags.get(tracking.SPEC_PATH, "study.yaml")))
+    best = parent.data.tags.get("harness.robust_best_config")
+    if best:
+        label = parent.data.tags.get("harness.robust_best", "")
+        return Chosen(spec, RunConfig.model_validate_json(best), f"seed-robust best of the search ({label})")
+    return Chosen(spec, spec.base, "the study's base config")
+
+
+def ensemble_members(chosen: Chosen, k: int, fingerprint: str) -> list[Any]:
+    """K planned runs of one config that differ only in their init, order, augment and dropout seeds."""
+    fresh = [s for s in SEED_SOURCES if s != "split"]  # one split: members agree on what validation means
+    config = chosen.config.model_copy(update={"seeds": chosen.config.seeds.model_copy(update={"fresh": fresh})})
+    stages = resolve_stages(config)
+    return [_make_run(chosen.spec.name, member, {}, config, effective_seeds(config, member), stages, fingerprint)
+            for member in range(k)]
+
+
+def predict(client: Any, study: str, data_path: Path, out: Path, k: int) -> dict[str, Any]:
+    """Train (or load) K members, average their softmax over the file's images, write `id,digit`."""
+    from harness import determinism, runner
+
+    if k < 1:
+        raise HarnessError(f"--ensemble: got {k}; allowed: 1 or more")
+    chosen = chosen_config(client, study)
+    target = data.load_contest_csv(data_path)  # a bad file is refused before any training
+    train = runner.load_study_data(chosen.spec.data)
+    members = ensemble_members(chosen, k, train.fingerprint)
+    key = stable_hash({"members": [m.run_key for m in members], "data": train.fingerprint})
+    determinism.configure_process(chosen.config.determinism, chosen.config.backend)
+    exp_id = tracking.experiment_id(client, study)
+    models, reused = _stored_models(client, exp_id, key), True
+    if models is None:
+        models, reused = _train_members(members, train), False
+    steps = members[0].stages[-1].steps
+    x = preprocess.cached_pipeline(target.images, data.fingerprint(target), steps, runner.CACHE_DIR)[0][..., None]
+    probabilities = np.mean([_softmax(model.predict(x, batch_size=512, verbose=0)) for model in models], axis=0)
+    submission = pd.DataFrame({"id": target.ids, "digit": probabilities.argmax(axis=1)})
+    _write_atomically(submission, out)
+    result = {"study": study, "config_from": chosen.source, "members": k, "reused_models": reused,
+              "rows": len(submission), "out": str(out),
+              "accuracy": None if target.digits is None else float((submission["digit"] == target.digits).mean())}
+    if not reused:
+        _log(client, exp_id, key, models, x, probabilities, out, result)
+    return result
+
+
+def _train_members(members: list[Any], train: Any) -> list[Any]:
+    from harness.runner import CACHE_DIR
+    from harness.train import train_run
+
+    def images_for(stage: Any) -> np.ndarray:
+        return preprocess.cached_pipeline(train.images, train.fingerprint, stage.steps, CACHE_DIR)[0]
+
+    models = []
+    for member in members:
+        result = train_run(member, train.ids, train.digits, images_for, keep_model=True)
+        if result.status != "FINISHED":
+            raise HarnessError(f"ensemble member {member.replicate} failed to train: {result.failure_reason}")
+        models.append(result.model)
+    return models
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    from scipy.special import softmax
+
+    return softmax(logits.astype(np.float64), axis=1)
+
+
+def _write_atomically(frame: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    frame.to_csv(partial, index=False)
+    os.replace(partial, out)
+
+
+def _stored_models(client: Any, exp_id: str, key: str) -> list[Any] | None:
+    """The members of an earlier identical predict call, if one finished logging them."""
+    import mlflow.keras
+
+    found = client.search_runs([exp_id], f"tags.`{PREDICT_KEY}` = '{key}' and attributes.status = 'FINISHED'",
+                               max_results=1)
+    if not found:
+        return None
+    uris = json.loads(found[0].data.tags["harness.model_uris"])
+    mlflow.set_tracking_uri(client.tracking_uri)
+    return [mlflow.keras.load_model(uri) for uri in uris]
+
+
+def _log(client: Any, exp_id: str, key: str, models: list[Any], x: np.ndarray, probabilities: np.ndarray,
+         out: Path, result: dict[str, Any]) -> None:
+    """A predict run: members with signatures, the submission as an artifact; FINISHED only once all are logged."""
+    import mlflow
+    import mlflow.keras
+    from mlflow.models import infer_signature
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    signature = infer_signature(x[:2].astype(np.float32), probabilities[:2].astype(np.float32))
+    tags = {tracking.ROLE: ROLE_PREDICT, tracking.STUDY: result["study"], PREDICT_KEY: key}
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"predict · ensemble={len(models)}", tags=tags) as run:
+        uris = [mlflow.keras.log_model(model, name=f"member-{i}", signature=signature).model_uri
+                for i, model in enumerate(models)]
+        mlflow.log_params({"ensemble": len(models), "config_from": result["config_from"]})
+        if result["accuracy"] is not None:
+            mlflow.log_metric("accuracy", result["accuracy"])
+        mlflow.log_artifact(str(out), "submission")
+        client.set_tag(run.info.run_id, "harness.model_uris", json.dumps(uris))
