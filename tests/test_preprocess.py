@@ -176,3 +176,14 @@ def test_preview_writes_png(images: np.ndarray, tmp_path: Path) -> None:
     out = preview_grid(images, steps, tmp_path / "sub" / "preview.png", n_samples=3, labels=["a", "b", "c"])
     assert out.stat().st_size > 1000
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chunked_pipeline_equals_one_image_at_a_time() -> None:
+    """apply_pipeline runs CHUNK images at a time; across chunk borders nothing may change."""
+    from harness import preprocess
+
+    many = synthesize(2 * preprocess.CHUNK + 37, seed=5).images
+    steps = parse_pipeline([{"upscale": {"factor": 2}}, "stretch", {"binarize": {"method": "otsu"}}, "erode"], "t")
+    batched = apply_pipeline(many, steps)
+    single = np.concatenate([apply_pipeline(many[i : i + 1], steps) for i in range(len(many))])
+    assert batched.dtype == np.float32 and np.array_equal(batched, single)
