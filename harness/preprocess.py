@@ -299,9 +299,12 @@ def cache_path(data_fingerprint: str, steps: Sequence[Step], cache_dir: Path) ->
 
 
 def _load(path: Path, count: int, side: int) -> np.ndarray | None:
-    """The cached array if it is there and has the expected shape; anything unreadable counts as a miss."""
+    """The cached array if it is there and has the expected shape; anything unreadable counts as a miss.
+
+    Memory-mapped read-only: a hit costs a header read, and workers on one machine share the pages.
+    """
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
     if array.dtype != np.float32 or array.shape != (count, side, side):
