@@ -2,7 +2,7 @@
 
 report.json top-level keys (schema_version 1; documented in docs/runs-table.md):
   schema_version, title, verdict (list of sentences), n_runs, n_finished, n_failed, failed,
-  constants, factors, decomposition, random_effects, identical, flips, seeds_needed, plots.
+  constants, factors, decomposition, random_effects, identical, flips, cross_validation, seeds_needed, plots.
 Degenerate inputs (no finished run, one level, identical values) still give a full report whose
 sections say why a statistic is missing. All files are written atomically (temp + os.replace).
 """
@@ -24,6 +24,7 @@ from harness.report_markdown import render_markdown
 from harness.report_verdict import verdict
 from harness.runs_table import factor_columns, finished_runs, validate_runs_table
 from harness.stats import level_summary, mean_tests, variance_tests
+from harness.stats_cv import cross_validation
 from harness.stats_design import random_effects, seeds_needed, variance_decomposition
 from harness.stats_repro import determinism_cost, identical_groups
 
@@ -74,6 +75,7 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
     rep["flips"] = flip_analysis(preds, default_pairs(df, keys)) if len(preds) >= 2 else {
         "reason": "needs predictions from >= 2 finished runs", "n_runs": len(preds)}
     rep["flips"]["problems"] = problems
+    rep["cross_validation"] = cross_validation(df, preds, varied)
     rep["seeds_needed"] = seeds_needed(df, delta_pp=delta_pp) if varied else _seeds_single(df, delta_pp)
     rep["verdict"] = verdict(rep)
     return rep

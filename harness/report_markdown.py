@@ -121,6 +121,20 @@ def _flips(fl: dict[str, Any], plots: dict[str, str]) -> list[str]:
     return out + [""]
 
 
+def _cross_validation(cv: dict[str, Any] | None) -> list[str]:
+    if not cv:
+        return []
+    out = ["## Cross-validation", "", f"{cv['folds']} folds; one CV estimate per seed (mean over its folds); "
+           "CI: t interval over seeds; ensemble: per-fold majority vote of all seeds, pooled over folds.", ""]
+    rows = []
+    for g in cv["groups"]:
+        ens = g["ensemble"] or {}
+        rows.append([", ".join(f"{k}={v}" for k, v in g["setting"].items()) or "all", str(g["n_seeds"]),
+                     _pct(g["mean"]), _ci(g["ci"]), " ".join(_pct(a) for a in g["per_seed"]),
+                     _pct(ens.get("accuracy"))])
+    return out + _table(["setting", "seeds", "CV mean %", "95% CI", "per seed", "ensemble %"], rows) + [""]
+
+
 def render_markdown(rep: dict[str, Any]) -> str:
     """report.md text; the first section is always the Verdict."""
     out = ["## Verdict", ""] + [f"- {s}" for s in rep["verdict"]] + [""]
@@ -142,6 +156,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
     out += _decomposition(rep["decomposition"], rep["random_effects"])
     out += _reproducibility(rep["identical"])
     out += _flips(rep["flips"], rep.get("plots", {}))
+    out += _cross_validation(rep.get("cross_validation"))
     need = rep["seeds_needed"]
     out += ["## How many runs", "",
             f"Seed-noise std {_num(need.get('sigma_pp'))} pp, {need.get('n_per_group')} runs per group: minimum "

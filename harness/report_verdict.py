@@ -107,8 +107,27 @@ def verdict(rep: dict[str, Any]) -> list[str]:
                    f"(max {_pct(fl['max_churn'], 2)}); {_pct(fl['frac_ever_flipped'], 2)} of {fl['n_ids']} examples "
                    f"flipped at least once; majority vote of {fl['n_runs']} runs scores "
                    f"{_pct(fl['majority_vote_accuracy'], 2)} vs {_pct(fl['mean_run_accuracy'], 2)} for a single run.")
+    out += _cv_sentences(rep.get("cross_validation"))
     if rep["n_failed"]:
         out.append(f"{rep['n_failed']} of {rep['n_runs']} runs did not finish and were excluded.")
+    return out
+
+
+def _cv_sentences(cv: dict[str, Any] | None) -> list[str]:
+    """Cross-validated accuracy over seeds and of the seed ensemble, per setting of the other factors."""
+    out = []
+    for group in (cv or {}).get("groups", []):
+        if group["mean"] is None:
+            continue
+        where = ", ".join(f"{k}={v}" for k, v in group["setting"].items())
+        ci = f" (95% CI {_pct(group['ci'][0], 2)}–{_pct(group['ci'][1], 2)})" if group["ci"] else ""
+        text = f"{cv['folds']}-fold cross-validated accuracy{' with ' + where if where else ''}: " \
+               f"{_pct(group['mean'], 2)} over {group['n_seeds']} seeds{ci}"
+        ens = group["ensemble"]
+        if ens and ens["accuracy"] is not None:
+            text += (f"; majority vote of the {ens['members']} seeds: {_pct(ens['accuracy'], 2)} "
+                     f"({ens['images']} images)")
+        out.append(text + ".")
     return out
 
 

@@ -13,7 +13,7 @@ from harness.flips import flip_analysis
 from harness.report import build_report
 
 KEYS = {"schema_version", "title", "verdict", "n_runs", "n_finished", "n_failed", "failed", "constants",
-        "factors", "decomposition", "random_effects", "identical", "flips", "seeds_needed", "plots"}
+        "factors", "decomposition", "random_effects", "identical", "flips", "cross_validation", "seeds_needed", "plots"}
 
 
 def _study(tmp: Path, rng: np.random.Generator) -> pd.DataFrame:
