@@ -20,24 +20,14 @@ import pandas as pd
 
 from harness.design import plan_runs, process_key
 from harness.runner import load_study_data
-from harness.spec import DeterminismConfig, load_spec
+from harness.spec import load_spec
 
 
 def train_group(spec_path: str, backend: str, group: tuple, keys: list[str], out_dir: str) -> list[dict]:
     """One process: configure backend and determinism, then train this group's runs in order."""
     from harness import determinism, env, preprocess
 
-    _, op_determinism, env_flags, intra, inter, tf32 = group
-    determinism.configure_process(
-        DeterminismConfig(
-            op_determinism=op_determinism,
-            env_flags=env_flags,
-            intra_op_threads=intra,
-            inter_op_threads=inter,
-            tf32=tf32,
-        ),
-        backend,
-    )
+    determinism.configure_group((backend, *group[1:]))
     from harness.train import train_run
 
     spec = with_backend(load_spec(spec_path), backend)

@@ -33,6 +33,14 @@ def configure_process(det: DeterminismConfig, backend: str = "tensorflow") -> No
         import keras  # noqa: F401  (imports jax too when installed: its logs land here as well)
 
 
+def configure_group(group: Any) -> None:
+    """`configure_process` from a process key (`design.process_key`: backend and the per-process switches)."""
+    backend, op_determinism, env_flags, intra, inter, tf32 = group
+    det = DeterminismConfig(op_determinism=op_determinism, env_flags=env_flags, intra_op_threads=intra,
+                            inter_op_threads=inter, tf32=tf32)
+    configure_process(det, backend)
+
+
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
     """TensorFlow 2.21 logs from C++ at import whatever TF_CPP_MIN_LOG_LEVEL says; doctor's errors must be one line."""

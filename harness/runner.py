@@ -22,7 +22,7 @@ import pandas as pd
 from harness import data, engine, preprocess, tracking
 from harness.design import PlannedRun, plan_runs
 from harness.errors import DataError, HarnessError
-from harness.spec import DataConfig, DeterminismConfig, StudySpec
+from harness.spec import DataConfig, StudySpec
 
 CACHE_DIR = tracking.STORE_DIR / "cache"
 MIN_VALIDATION = 20
@@ -222,17 +222,7 @@ def worker_main(storage_url: str, study_name: str, group: list[Any], tracking_ur
     from harness import determinism
 
     signal.signal(signal.SIGINT, _defer_interrupt)
-    backend, op_determinism, env_flags, intra, inter, tf32 = group
-    determinism.configure_process(
-        DeterminismConfig(
-            op_determinism=op_determinism,
-            env_flags=env_flags,
-            intra_op_threads=intra,
-            inter_op_threads=inter,
-            tf32=tf32,
-        ),
-        backend,
-    )
+    determinism.configure_group(group)
     try:
         Worker.connect(storage_url, study_name, tracking_uri, cache_dir).loop(group)
     except HarnessError as err:
