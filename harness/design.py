@@ -103,7 +103,7 @@ def plan_runs(spec: StudySpec, data_fingerprint: str) -> list[PlannedRun]:
         stages = resolve_stages(config)
         for replicate in range(spec.repeats):
             seeds = effective_seeds(config, replicate)
-            runs.append(_make_run(spec.name, replicate, labels, config, seeds, stages, data_fingerprint))
+            runs.append(make_run(spec.name, replicate, labels, config, seeds, stages, data_fingerprint))
     _refuse_duplicates(runs)
     return runs
 
@@ -212,7 +212,7 @@ def effective_seeds(config: RunConfig, replicate: int) -> dict[str, int]:
     return seeds
 
 
-def _make_run(study, replicate, labels, config, seeds, stages, fingerprint) -> PlannedRun:
+def make_run(study, replicate, labels, config, seeds, stages, fingerprint) -> PlannedRun:
     draft = PlannedRun(study, replicate, labels, config, seeds, stages, "", "")
     config_key = stable_hash({"config": draft.resolved(), "data": fingerprint})
     run_key = stable_hash({"config_key": config_key, "replicate": replicate})

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness import data, preprocess, tracking
-from harness.design import _make_run, effective_seeds, resolve_stages, stable_hash
+from harness.design import effective_seeds, make_run, resolve_stages, stable_hash
 from harness.errors import HarnessError
 from harness.spec import SEED_SOURCES, RunConfig, StudySpec, parse_spec
 
@@ -54,7 +54,7 @@ def ensemble_members(chosen: Chosen, k: int, fingerprint: str) -> list[Any]:
     fresh = [s for s in SEED_SOURCES if s != "split"]  # one split: members agree on what validation means
     config = chosen.config.model_copy(update={"seeds": chosen.config.seeds.model_copy(update={"fresh": fresh})})
     stages = resolve_stages(config)
-    return [_make_run(chosen.spec.name, member, {}, config, effective_seeds(config, member), stages, fingerprint)
+    return [make_run(chosen.spec.name, member, {}, config, effective_seeds(config, member), stages, fingerprint)
             for member in range(k)]
 
 

@@ -108,7 +108,7 @@ def apply_device(spec: StudySpec) -> None:
 
 def run_study(study: Study, client: Any, storage: Any, workers: int = 1, progress: bool = True) -> pd.DataFrame:
     """Enqueue every run not yet done, drain the queue with `workers` processes, return the runs table."""
-    _warm_cache(study, study.runs)  # before the store is touched: a preprocessing error leaves nothing behind
+    warm_cache(study, study.runs)  # before the store is touched: a preprocessing error leaves nothing behind
     exp_id = tracking.experiment_id(client, study.spec.name)
     parent_id = tracking.study_parent(client, exp_id, study.spec.name, study.spec.source_text,
                                       str(Path(study.spec.source_path).resolve()))
@@ -134,7 +134,7 @@ def run_study(study: Study, client: Any, storage: Any, workers: int = 1, progres
     return table[table["run_key"].isin(keys)].reset_index(drop=True) if not table.empty else table
 
 
-def _warm_cache(study: Study, runs: list[PlannedRun]) -> None:
+def warm_cache(study: Study, runs: list[PlannedRun]) -> None:
     """Preprocess each distinct pipeline once, before any training process starts."""
     seen = set()
     for run in runs:
@@ -221,7 +221,7 @@ def worker_main(storage_url: str, study_name: str, group: list[Any], tracking_ur
     """A training process: configure determinism first, then claim and train trials of its group until none."""
     from harness import determinism
 
-    signal.signal(signal.SIGINT, _defer_interrupt)
+    signal.signal(signal.SIGINT, defer_interrupt)
     determinism.configure_group(group)
     try:
         Worker.connect(storage_url, study_name, tracking_uri, cache_dir).loop(group)
@@ -232,7 +232,7 @@ def worker_main(storage_url: str, study_name: str, group: list[Any], tracking_ur
         sys.exit(130)
 
 
-def _defer_interrupt(signum: int, frame: Any) -> None:
+def defer_interrupt(signum: int, frame: Any) -> None:
     """Ctrl-C in a worker: stop at the end of the current epoch (train.STOP_REQUESTED); a second one at once."""
     from harness.train import STOP_REQUESTED
 

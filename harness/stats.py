@@ -154,7 +154,7 @@ def eta_squared(groups: dict[str, np.ndarray]) -> float | None:
     return num(table["sum_sq"].iloc[0] / table["sum_sq"].sum())
 
 
-def _pair(a_name: str, a: np.ndarray, b_name: str, b: np.ndarray) -> dict[str, Any]:
+def pairwise_comparison(a_name: str, a: np.ndarray, b_name: str, b: np.ndarray) -> dict[str, Any]:
     """Welch t with mean-difference CI, Mann–Whitney U, Cohen's d and Cliff's delta for one pair."""
     row: dict[str, Any] = {"a": a_name, "b": b_name, "n_a": int(len(a)), "n_b": int(len(b)),
                            "mean_diff": num(np.mean(a) - np.mean(b)), "ci": None,
@@ -223,7 +223,7 @@ def mean_tests(df: pd.DataFrame, factor: str, *, pairwise: bool = True,
     if effect_size:
         out["eta_squared"] = eta_squared(used)
     if pairwise:
-        rows = [_pair(a, used[a], b, used[b]) for a, b in combinations(used, 2)]
+        rows = [pairwise_comparison(a, used[a], b, used[b]) for a, b in combinations(used, 2)]
         for key in ("welch_p", "mw_p"):
             for row, p in zip(rows, holm([r[key] for r in rows]), strict=True):
                 row[key + "_holm"] = p

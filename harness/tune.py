@@ -22,10 +22,10 @@ from harness import engine, preprocess, tracking
 from harness.design import (
     CANDIDATE,
     PlannedRun,
-    _make_run,
     apply_overrides,
     effective_seeds,
     level_label,
+    make_run,
     resolve_stages,
 )
 from harness.errors import HarnessError, SpecError
@@ -67,7 +67,7 @@ def trial_run(spec: StudySpec, overrides: dict[str, Any], fingerprint: str) -> P
     """A search trial as a planned run: replicate 0, the base seeds, the searched values as its factors."""
     config = apply_overrides(spec.base, overrides, "search.space")
     labels = {key: level_label(value) for key, value in overrides.items()}
-    return _make_run(spec.name, 0, labels, config, effective_seeds(config, 0), resolve_stages(config), fingerprint)
+    return make_run(spec.name, 0, labels, config, effective_seeds(config, 0), resolve_stages(config), fingerprint)
 
 
 def make_sampler(spec: StudySpec, worker: int) -> Any:
@@ -117,7 +117,7 @@ def tune_worker(storage_url: str, study_name: str, worker: int, cache_dir: Path)
 
     from harness import determinism, runner
 
-    signal.signal(signal.SIGINT, runner._defer_interrupt)
+    signal.signal(signal.SIGINT, runner.defer_interrupt)
     storage = engine.open_storage(storage_url)
     attrs = engine.open_queue(storage, study_name, create=False).user_attrs
     spec = parse_spec(attrs["spec_text"], Path(attrs["spec_path"]))
@@ -233,7 +233,7 @@ def robust_selection(search_accuracy: dict[str, float], table: pd.DataFrame) -> 
     """
     import scipy.stats as ss
 
-    from harness.stats import _pair, groups_of, holm, num, quiet
+    from harness.stats import groups_of, holm, num, pairwise_comparison, quiet
 
     groups = groups_of(table, CANDIDATE)
     rows = []
@@ -251,7 +251,7 @@ def robust_selection(search_accuracy: dict[str, float], table: pd.DataFrame) -> 
                      "std": num(x.std(ddof=1)) if len(x) >= 2 else None, "ci": ci,
                      "winners_curse": None if mean is None else num(searched - mean)})
     first = rows[0]["candidate"]
-    pairs = [_pair(first, groups[first], r["candidate"], groups[r["candidate"]])
+    pairs = [pairwise_comparison(first, groups[first], r["candidate"], groups[r["candidate"]])
              for r in rows[1:] if first in groups and r["candidate"] in groups]
     for key in ("welch_p", "mw_p"):
         for pair, p in zip(pairs, holm([pair[key] for pair in pairs]), strict=True):
@@ -298,12 +298,12 @@ def run_search(study: Any, client: Any, storage: Any, workers: int, progress: bo
     """Parent side of the search: MLflow parent, shared attrs, N worker processes; returns the Optuna study."""
     from tqdm import tqdm
 
-    from harness.runner import CACHE_DIR, _warm_cache
+    from harness.runner import CACHE_DIR, warm_cache
 
     spec, data = study.spec, study.data
     # every pipeline a trial may pick is preprocessed once, here, before any training process starts
     choices = [{}] + [{key: choice} for key, param in spec.search.space.items() for choice in param.choices or []]
-    _warm_cache(study, [trial_run(spec, values, data.fingerprint) for values in choices])
+    warm_cache(study, [trial_run(spec, values, data.fingerprint) for values in choices])
     spec_path = str(Path(spec.source_path).resolve())
     exp_id = tracking.experiment_id(client, spec.name)
     parent_id = tracking.study_parent(client, exp_id, spec.name, spec.source_text, spec_path)
