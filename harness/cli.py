@@ -177,7 +177,8 @@ def _status_line(counts: dict) -> str:
     eta_text = "unknown" if eta is None else f"{eta / 60:.1f} min"
     return (
         f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting, "
-        f"{counts['failed']} failed, {counts['killed_retried']} killed (retried); ETA {eta_text}"
+        + (f"{counts['pruned']} pruned, " if counts["pruned"] else "")
+        + f"{counts['failed']} failed, {counts['killed_retried']} killed (retried); ETA {eta_text}"
     )
 
 

@@ -197,7 +197,7 @@ def status(queue: Any) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     trials = queue.get_trials(deepcopy=False)
-    counts = {"done": 0, "running": 0, "waiting": 0, "failed": 0, "killed_retried": 0}
+    counts = {"done": 0, "running": 0, "waiting": 0, "pruned": 0, "failed": 0, "killed_retried": 0}
     durations = []
     for trial in trials:
         if trial.state == TrialState.COMPLETE:
@@ -207,6 +207,8 @@ def status(queue: Any) -> dict[str, Any]:
             counts["running"] += 1
         elif trial.state == TrialState.WAITING:
             counts["waiting"] += 1
+        elif trial.state == TrialState.PRUNED:  # tune: stopped early by the pruner, final
+            counts["pruned"] += 1
         elif REAL_FAILURE in trial.user_attrs:
             counts["failed"] += 1
         else:

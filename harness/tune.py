@@ -35,6 +35,7 @@ PROCESS_SETTINGS = ("backend", "determinism.op_determinism", "determinism.env_fl
                     "determinism.inter_op_threads", "determinism.tf32")
 OVERRIDES = "overrides"  # trial user attr: the searched values as JSON (choices may be lists, which Optuna can't hold)
 EPOCHS = "epochs_trained"
+PLANNED = "epochs_planned"  # what the trial would have trained unpruned (epochs may be searched)
 SEED_OFFSET = 1  # re-evaluation seeds start here above the base seeds, so no re-run repeats the search's seeds
 
 
@@ -184,6 +185,7 @@ class Searcher:
             result = train_run(run, self.data.ids, self.data.digits, self.images_for, on_epoch=report)
             tracking.finish_child(self.client, run_id, result)
         trial.set_user_attr(EPOCHS, len(result.history))
+        trial.set_user_attr(PLANNED, sum(stage.epochs for stage in run.stages))
         if result.status == "PRUNED":
             raise optuna.TrialPruned(result.failure_reason)
         if result.status != "FINISHED":
@@ -284,14 +286,15 @@ def _verdict(rows: list[dict], pairs: list[dict], robust: str | None) -> list[st
     return lines
 
 
-def pruning_savings(search: Any, epochs_per_trial: int) -> dict[str, int]:
+def pruning_savings(search: Any) -> dict[str, int]:
     """Epochs the search trained vs what the same trials would have trained without pruning."""
     from optuna.trial import TrialState
 
-    done = [t for t in search.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    trained = sum(int(t.user_attrs.get(EPOCHS, epochs_per_trial)) for t in done)
+    done = [t for t in search.get_trials(deepcopy=False)
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and PLANNED in t.user_attrs]
     return {"trials": len(done), "pruned": sum(t.state == TrialState.PRUNED for t in done),
-            "epochs_trained": trained, "epochs_without_pruning": len(done) * epochs_per_trial}
+            "epochs_trained": sum(int(t.user_attrs[EPOCHS]) for t in done),
+            "epochs_without_pruning": sum(int(t.user_attrs[PLANNED]) for t in done)}
 
 
 def run_search(study: Any, client: Any, storage: Any, workers: int, progress: bool) -> Any:
@@ -351,8 +354,7 @@ def tune(study: Any, client: Any, storage: Any, workers: int, progress: bool, ou
 
     spec = study.spec
     search = run_search(study, client, storage, workers, progress)
-    epochs = sum(stage.epochs for stage in resolve_stages(spec.base))
-    result: dict[str, Any] = {"study": spec.name, "search": counts(search), "pruning": pruning_savings(search, epochs)}
+    result: dict[str, Any] = {"study": spec.name, "search": counts(search), "pruning": pruning_savings(search)}
     top = top_configs(search, spec.search.top_k)
     if len(top) < 2:
         raise HarnessError(f"only {len(top)} completed trial(s) with distinct configs; the re-evaluation needs 2 "

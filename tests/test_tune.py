@@ -89,6 +89,10 @@ def test_tune_then_predict_end_to_end(tmp_path, cli):
     assert result["search"]["complete"] + result["search"]["pruned"] == 6
     assert result["pruning"]["epochs_trained"] <= result["pruning"]["epochs_without_pruning"] == 18
     assert [c["n"] for c in result["candidates"]] == [2, 2]
+    status = cli("status", "tq")
+    pruned = result["search"]["pruned"]
+    assert status.returncode == 0 and f"{result['search']['complete']} done" in status.stdout
+    assert (f"{pruned} pruned" in status.stdout) == (pruned > 0) and "0 killed" in status.stdout
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}")
     exp = client.get_experiment_by_name("tq")
