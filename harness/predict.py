@@ -8,7 +8,6 @@ and K loads them instead of training again.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,15 +87,15 @@ def predict(client: Any, study: str, data_path: Path, out: Path, k: int) -> dict
 
 
 def _train_members(members: list[Any], train: Any) -> list[Any]:
+    from functools import partial
+
     from harness.runner import CACHE_DIR
     from harness.train import train_run
 
-    def images_for(stage: Any) -> np.ndarray:
-        return preprocess.cached_pipeline(train.images, train.fingerprint, stage.steps, CACHE_DIR)[0]
-
     models = []
     for member in members:
-        result = train_run(member, train.ids, train.digits, images_for, keep_model=True)
+        result = train_run(member, train.ids, train.digits, partial(train.images_for, cache_dir=CACHE_DIR),
+                           keep_model=True)
         if result.status != "FINISHED":
             raise HarnessError(f"ensemble member {member.replicate} failed to train: {result.failure_reason}")
         models.append(result.model)
@@ -110,10 +109,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _write_atomically(frame: pd.DataFrame, out: Path) -> None:
+    from harness.report import write_atomic
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    frame.to_csv(partial, index=False)
-    os.replace(partial, out)
+    write_atomic(out, frame.to_csv(index=False))
 
 
 def _stored_models(client: Any, exp_id: str, key: str) -> list[Any] | None:

@@ -36,6 +36,10 @@ class StudyData:
     images: np.ndarray
     fingerprint: str
 
+    def images_for(self, stage: Any, cache_dir: Path) -> np.ndarray:
+        """A stage's preprocessed images, from the disk cache (computed once per data set and pipeline)."""
+        return preprocess.cached_pipeline(self.images, self.fingerprint, stage.steps, cache_dir)[0]
+
 
 def load_study_data(config: DataConfig) -> StudyData:
     """The embedded synthetic set, or a contest train file the spec points at."""
@@ -142,7 +146,7 @@ def warm_cache(study: Study, runs: list[PlannedRun]) -> None:
             key = preprocess.pipeline_key(stage.steps)
             if key not in seen:
                 seen.add(key)
-                preprocess.cached_pipeline(study.data.images, study.data.fingerprint, stage.steps, CACHE_DIR)
+                study.data.images_for(stage, CACHE_DIR)
 
 
 def drain(
@@ -315,5 +319,4 @@ class Worker:
             self.queue.tell(trial, state=TrialState.FAIL)
 
     def images_for(self, stage: Any) -> np.ndarray:
-        data = self.study.data
-        return preprocess.cached_pipeline(data.images, data.fingerprint, stage.steps, self.cache_dir)[0]
+        return self.study.data.images_for(stage, self.cache_dir)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import engine, preprocess, tracking
+from harness import engine, tracking
 from harness.design import (
     CANDIDATE,
     PlannedRun,
@@ -194,7 +194,7 @@ class Searcher:
         return result.accuracy
 
     def images_for(self, stage: Any) -> np.ndarray:
-        return preprocess.cached_pipeline(self.data.images, self.data.fingerprint, stage.steps, self.cache_dir)[0]
+        return self.data.images_for(stage, self.cache_dir)
 
 
 def top_configs(search: Any, k: int) -> list[dict[str, Any]]:
