@@ -57,6 +57,9 @@ class TrainingConfig(Strict):
     batch_size: int = Field(64, ge=1, le=4096)
     learning_rate: float = Field(1e-3, gt=0.0)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    # cosine: the learning rate decays from `learning_rate` to 0 over all stages' epochs (one schedule per run)
+    schedule: Literal["constant", "cosine"] = "constant"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     # mixed precision only speeds up GPUs with tensor cores; on a CPU it is recorded but slower
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
 

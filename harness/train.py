@@ -20,6 +20,7 @@ import pandas as pd
 from harness import determinism
 from harness.design import PlannedRun, Stage
 from harness.engine import kill_point
+from harness.model import N_CLASSES
 from harness.spec import EvaluationConfig
 
 # Preprocessed images for a stage's pipeline, all rows of the data set, float32 N×H×W in [0, 1].
@@ -83,9 +84,10 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
     train_idx, val_idx = split_indices(digits, run.config.evaluation, run.seeds["split"])
     size = images_for(run.stages[0]).shape[1]
     model = build_cnn(size, run.config.model, run.config.augmentation, run.seeds)
+    loss_function = _loss(run)
     model.compile(
-        optimizer=_optimizer(run),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=_optimizer(run, total_steps(run, len(train_idx))),
+        loss=loss_function,
         metrics=["accuracy"],
         # `xla` is TensorFlow's switch; jax always compiles with XLA and torch.compile is not used
         jit_compile=run.config.determinism.xla if run.config.backend == "tensorflow" else run.config.backend == "jax",
@@ -103,7 +105,7 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
     x_val = images_for(run.stages[-1])[val_idx][..., None]
     logits = model.predict(x_val, batch_size=512, verbose=0)
     predicted = logits.argmax(axis=1)
-    loss = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(digits[val_idx], logits))
+    loss = float(loss_function(targets(digits[val_idx], run), logits))
     predictions = pd.DataFrame({"id": ids[val_idx], "label": digits[val_idx], "pred": predicted})
     return RunResult(
         run,
@@ -135,7 +137,8 @@ def _fit_stage(
     import keras
 
     order_seed = int(np.random.SeedSequence([run.seeds["order"], stage_index]).generate_state(1)[0] >> 1)
-    train = shuffled_batches(images[train_idx], digits[train_idx], run.config.training.batch_size, order_seed)
+    labels = targets(digits, run)
+    train = shuffled_batches(images[train_idx], labels[train_idx], run.config.training.batch_size, order_seed)
     first_epoch = len(history)
     clock = {"start": time.perf_counter()}
     pruned: list[int] = []
@@ -162,7 +165,7 @@ def _fit_stage(
         train,
         epochs=first_epoch + stage.epochs,
         initial_epoch=first_epoch,
-        validation_data=(images[val_idx], digits[val_idx]),
+        validation_data=(images[val_idx], labels[val_idx]),
         validation_batch_size=512,
         shuffle=False,  # `shuffled_batches` shuffles, seeded by the data-order seed
         callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record)],
@@ -205,11 +208,38 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -
     return ShuffledBatches()
 
 
-def _optimizer(run: PlannedRun) -> Any:
+def total_steps(run: PlannedRun, n_train: int) -> int:
+    """Optimizer steps over all stages: the span a cosine schedule decays over."""
+    batches = -(-n_train // run.config.training.batch_size)
+    return batches * sum(stage.epochs for stage in run.stages)
+
+
+def _optimizer(run: PlannedRun, steps: int) -> Any:
     import keras
 
+    training = run.config.training
+    rate: Any = training.learning_rate
+    if training.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(training.learning_rate, decay_steps=steps)
     kinds = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
-    return kinds[run.config.training.optimizer](learning_rate=run.config.training.learning_rate)
+    return kinds[training.optimizer](learning_rate=rate)
+
+
+def _loss(run: PlannedRun) -> Any:
+    """Sparse labels unless smoothing is asked for (Keras smooths only one-hot targets)."""
+    import keras
+
+    smoothing = run.config.training.label_smoothing
+    if smoothing:
+        return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def targets(digits: np.ndarray, run: PlannedRun) -> np.ndarray:
+    """What the loss compares logits with: digits, or their one-hot rows when labels are smoothed."""
+    if run.config.training.label_smoothing:
+        return np.eye(N_CLASSES, dtype="float32")[digits]
+    return digits
 
 
 def weights_hash(model: Any) -> str:
