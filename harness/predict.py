@@ -29,6 +29,7 @@ class Chosen:
     spec: StudySpec
     config: RunConfig
     source: str  # where the config came from, for the user
+    experiment_id: str
 
 
 def chosen_config(client: Any, study: str) -> Chosen:
@@ -44,8 +45,8 @@ def chosen_config(client: Any, study: str) -> Chosen:
     best = parent.data.tags.get("harness.robust_best_config")
     if best:
         label = parent.data.tags.get("harness.robust_best", "")
-        return Chosen(spec, RunConfig.model_validate_json(best), f"seed-robust best of the search ({label})")
-    return Chosen(spec, spec.base, "the study's base config")
+        return Chosen(spec, RunConfig.model_validate_json(best), f"seed-robust best of the search ({label})", exp_id)
+    return Chosen(spec, spec.base, "the study's base config", exp_id)
 
 
 def ensemble_members(chosen: Chosen, k: int, fingerprint: str) -> list[Any]:
@@ -69,7 +70,7 @@ def predict(client: Any, study: str, data_path: Path, out: Path, k: int) -> dict
     members = ensemble_members(chosen, k, train.fingerprint)
     key = stable_hash({"members": [m.run_key for m in members], "data": train.fingerprint})
     determinism.configure_process(chosen.config.determinism, chosen.config.backend)
-    exp_id = tracking.experiment_id(client, study)
+    exp_id = chosen.experiment_id
     models, reused = _stored_models(client, exp_id, key), True
     if models is None:
         models, reused = _train_members(members, train), False

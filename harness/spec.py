@@ -172,6 +172,9 @@ class SearchConfig(Strict):
     timeout_s: float | None = Field(None, gt=0)
     sampler: Literal["tpe", "random"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"
+    # no trial is pruned before this many epochs (default: a third of the planned epochs): early accuracies,
+    # at the start of a schedule, rank configurations by how fast they start, not where they end
+    warmup_epochs: int | None = Field(None, ge=1, le=1000)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     top_k: int = Field(3, ge=2, le=20)  # configurations re-run with fresh seeds after the search
     reeval_repeats: int = Field(5, ge=2, le=200)  # fresh seeds per re-run configuration

@@ -80,13 +80,20 @@ def make_sampler(spec: StudySpec, worker: int) -> Any:
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # constant liar: parallel workers spread out
 
 
+def warmup_epochs(spec: StudySpec) -> int:
+    """Epochs every trial trains before it may be pruned."""
+    epochs = sum(stage.epochs for stage in resolve_stages(spec.base))
+    return spec.search.warmup_epochs or max(1, epochs // 3)
+
+
 def make_pruner(spec: StudySpec) -> Any:
     import optuna
 
-    epochs = sum(stage.epochs for stage in resolve_stages(spec.base))
+    epochs, warmup = sum(stage.epochs for stage in resolve_stages(spec.base)), warmup_epochs(spec)
     return {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2)),
+        # reported steps are epochs counted from 1; Optuna prunes from step n_warmup_steps on
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=warmup, max_resource=max(epochs, warmup + 1)),
         "none": optuna.pruners.NopPruner,
     }[spec.search.pruner]()
 
@@ -374,8 +381,7 @@ def _record(client: Any, spec: StudySpec, search: Any, result: dict[str, Any], o
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "tune.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     (out_dir / "tune.md").write_text(render(result), encoding="utf-8")
-    exp_id = tracking.experiment_id(client, spec.name)
-    parent_id = tracking.find_parent(client, exp_id)
+    parent_id = search.user_attrs["parent_run_id"]  # set by run_search
     client.log_artifact(parent_id, str(out_dir / "tune.json"), "tune")
     client.log_artifact(parent_id, str(out_dir / "tune.md"), "tune")
     client.set_tag(parent_id, "harness.robust_best", best["label"])

@@ -4,13 +4,14 @@ import json
 
 import numpy as np
 import pandas as pd
+import optuna
 import pytest
 from mlflow import MlflowClient
 
 from harness.design import plan_runs
 from harness.errors import SpecError
 from harness.spec import parse_spec
-from harness.tune import check_search, robust_selection
+from harness.tune import check_search, make_pruner, robust_selection, warmup_epochs
 
 
 def _reeval_table(means: dict[str, float], n: int, sigma: float, rng: np.random.Generator) -> pd.DataFrame:
@@ -119,3 +120,39 @@ def test_tune_then_predict_end_to_end(tmp_path, cli):
     assert not (tmp_path / "sub3.csv").exists()
     unknown = cli("predict", "--study", "nope", "--data", "synth/test.csv", "--out", "sub4.csv")
     assert unknown.returncode == 2 and "no study named 'nope'" in unknown.stderr
+
+
+def test_two_workers_with_hyperband_share_one_search(tmp_path, cli):
+    """Two worker processes draw trials from one Optuna storage: each trial trains once, none is lost."""
+    text = SPEC.replace("n_trials: 6", "n_trials: 5\n  pruner: hyperband").replace("name: tq", "name: tq2")
+    (tmp_path / "tune.yaml").write_text(text)
+    done = cli("tune", "tune.yaml", "--workers", "2", "--no-progress", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "reports/tq2/tune.json").read_text())
+    assert result["search"]["complete"] + result["search"]["pruned"] == 5
+    assert result["search"]["running"] == result["search"]["waiting"] == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}")
+    exp = client.get_experiment_by_name("tq2")
+    trial_runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("harness.role") != "study"]
+    assert len(trial_runs) == 5 and len({r.data.tags["mlflow.runName"] for r in trial_runs}) == 5
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+@pytest.mark.parametrize("warmup, expected", [("", 10), ("\n  warmup_epochs: 4", 4)])
+def test_no_trial_is_pruned_before_the_warmup_epochs(tmp_path, pruner, warmup, expected):
+    """A trial far behind five finished ones survives until the warmup epoch; the median pruner then prunes it."""
+    text = (SPEC.replace("epochs: 3", "epochs: 30").replace("n_trials: 6", f"n_trials: 6\n  pruner: {pruner}{warmup}"))
+    spec = parse_spec(text, tmp_path / "s.yaml")
+    assert warmup_epochs(spec) == expected
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(spec))
+    for _ in range(5):
+        good = study.ask()
+        for epoch in range(1, 31):
+            good.report(0.9, epoch)
+        study.tell(good, 0.9)
+    bad = study.ask()
+    first_pruned = next((epoch for epoch in range(1, 31) if bad.report(0.1, epoch) or bad.should_prune()), None)
+    if pruner == "median":
+        assert first_pruned == expected
+    else:  # Hyperband compares a trial only with its bracket's rung; whether it prunes depends on the bracket
+        assert first_pruned is None or first_pruned >= expected
