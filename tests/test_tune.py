@@ -3,8 +3,8 @@
 import json
 
 import numpy as np
-import pandas as pd
 import optuna
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
