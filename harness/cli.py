@@ -243,6 +243,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         stored = study_store.open_study(args.study, args.tracking_uri)
         out_dir = args.out or Path("reports") / stored.name
         table = stored.runs_table(out_dir / "predictions")
+        if table.attrs.get("left_out"):
+            print(f"{table.attrs['left_out']} run(s) of earlier versions of the spec left out (not planned by it)")
         result = report.build_report(
             table, out_dir, images=stored.images(), delta_pp=args.delta_pp, title=f"Study '{stored.name}'"
         )

@@ -6,6 +6,7 @@ Keeps `report` and `export` free of MLflow details; the MLflow calls themselves 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +26,42 @@ class StoredStudy:
     spec: StudySpec | None
 
     def runs_table(self, predictions_dir: Path) -> pd.DataFrame:
-        """The study's runs (predictions downloaded into predictions_dir), or an error if there are none."""
+        """The study's runs (predictions downloaded into predictions_dir), or an error if there are none.
+
+        Given a spec, only the runs it plans: an edited spec shares its experiment with earlier versions, whose
+        runs would otherwise enter the statistics under the same factor labels. `attrs["left_out"]` counts them.
+        """
         table = tracking.runs_table(self.client, self.experiment_id, predictions_dir=predictions_dir.resolve())
+        planned = self._planned_keys()
+        if planned is not None and "run_key" in table:
+            current = table["run_key"].isin(planned)
+            left_out = int((~current).sum())
+            table = table.loc[current].reset_index(drop=True)
+            table.attrs["left_out"] = left_out
         if table.empty:
-            raise HarnessError(f"study '{self.name}' has no training runs in {self.client.tracking_uri}")
+            raise HarnessError(f"study '{self.name}' has no training runs in {self.client.tracking_uri}"
+                               + (" planned by this version of its spec" if planned is not None else ""))
         return table
+
+    def _planned_keys(self) -> set[str] | None:
+        """Run keys of the spec at hand; None by study name or for a search (its trials are not planned)."""
+        if self.spec is None or self.spec.search is not None:
+            return None
+        from harness.design import plan_runs
+
+        return {run.run_key for run in plan_runs(self.spec, self._data.fingerprint)}
+
+    @cached_property
+    def _data(self) -> Any:
+        from harness.runner import load_study_data
+
+        return load_study_data(self.spec.data)
 
     def images(self) -> dict[int, np.ndarray] | None:
         """Raw images by id for the flipped-images grid; only known when the spec (and its data) is at hand."""
         if self.spec is None:
             return None
-        from harness.runner import load_study_data
-
-        data = load_study_data(self.spec.data)
-        return dict(zip(data.ids.tolist(), data.images, strict=True))
+        return dict(zip(self._data.ids.tolist(), self._data.images, strict=True))
 
     def attach_report(self, out_dir: Path, table: pd.DataFrame | None = None) -> None:
         """The report folder as artifacts of the study's parent run, with `table` (what it read) as runs.csv."""

@@ -95,7 +95,7 @@ def study_parent(client: Any, exp_id: str, study: str, spec_text: str, spec_path
         client.update_run(parent_id, status="RUNNING")
     else:
         parent_id = client.create_run(exp_id, run_name=f"study:{study}", tags={ROLE: "study", STUDY: study}).info.run_id
-        client.log_text(parent_id, spec_text, "study.yaml")
+    client.log_text(parent_id, spec_text, "study.yaml")  # the latest version: what `predict` reads
     # every version of the spec that ran is kept, so an edited spec never hides what earlier runs used
     digest = hashlib.sha256(spec_text.encode()).hexdigest()[:12]
     client.log_text(parent_id, spec_text, f"specs/study-{digest}.yaml")

@@ -90,6 +90,17 @@ def test_diverging_run_is_recorded_failed_and_the_study_goes_on(tmp_path, cli):
     assert again.returncode == 0
     assert len(client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'training'")) == 2
 
+    # an edited spec: its report covers only the runs it plans, and its parent's study.yaml is the new text
+    edited = DIVERGING.replace("[0.01, 1.0e+12]", "[0.01, 0.02]") + "repeats: 2\n"
+    (tmp_path / "d.yaml").write_text(edited)
+    assert cli("run", "d.yaml", "--no-progress").returncode == 0
+    report = cli("report", "d.yaml")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "1 run(s) of earlier versions of the spec left out" in report.stdout
+    assert len((tmp_path / "reports/diverging/runs.csv").read_text().strip().splitlines()) == 1 + 4
+    parent = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'study'")[0]
+    assert (tmp_path / client.download_artifacts(parent.info.run_id, "study.yaml", str(tmp_path))).read_text() == edited
+
 
 BACKENDS = """
 name: backends
