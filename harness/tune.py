@@ -113,10 +113,15 @@ def counts(search: Any) -> dict[str, int]:
                                                                                "RUNNING", "WAITING")}
 
 
-def searched_enough(search: Any, n_trials: int) -> bool:
-    """n trials completed or pruned; failures count too once they reach n, so a broken space cannot loop forever."""
+def searched_enough(search: Any, n_trials: int, count_running: bool = False) -> bool:
+    """n trials completed or pruned; failures count too once they reach n, so a broken space cannot loop forever.
+
+    A worker deciding whether to start another trial counts the other workers' running ones too; otherwise every
+    worker still running when the n-th finishes has started one more, and the search overshoots n.
+    """
     c = counts(search)
-    return c["complete"] + c["pruned"] >= n_trials or c["fail"] >= n_trials
+    running = c["running"] if count_running else 0
+    return c["complete"] + c["pruned"] + running >= n_trials or c["fail"] >= n_trials
 
 
 def tune_worker(storage_url: str, study_name: str, worker: int, cache_dir: Path) -> None:
@@ -164,11 +169,11 @@ class Searcher:
         import optuna
 
         def stop_when_enough(study: Any, trial: Any) -> None:
-            if searched_enough(study, self.spec.search.n_trials):
+            if searched_enough(study, self.spec.search.n_trials, count_running=True):
                 study.stop()
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        if not searched_enough(self.search, self.spec.search.n_trials):
+        if not searched_enough(self.search, self.spec.search.n_trials, count_running=True):
             self.search.optimize(self.objective, timeout=self.spec.search.timeout_s, callbacks=[stop_when_enough],
                                  gc_after_trial=False)
 

@@ -129,12 +129,15 @@ def test_two_workers_with_hyperband_share_one_search(tmp_path, cli):
     done = cli("tune", "tune.yaml", "--workers", "2", "--no-progress", timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "reports/tq2/tune.json").read_text())
-    assert result["search"]["complete"] + result["search"]["pruned"] == 5
+    searched = result["search"]["complete"] + result["search"]["pruned"]
+    # a worker counts the other's running trial before starting one; only two exactly simultaneous checks at
+    # n-1 let both start, so at most one trial over n
+    assert 5 <= searched <= 6
     assert result["search"]["running"] == result["search"]["waiting"] == 0
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}")
     exp = client.get_experiment_by_name("tq2")
     trial_runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("harness.role") != "study"]
-    assert len(trial_runs) == 5 and len({r.data.tags["mlflow.runName"] for r in trial_runs}) == 5
+    assert len(trial_runs) == searched and len({r.data.tags["mlflow.runName"] for r in trial_runs}) == searched
 
 
 @pytest.mark.parametrize("pruner", ["median", "hyperband"])
