@@ -52,6 +52,8 @@ def open_storage(url: str | None) -> Any:
             raise HarnessError(f"run storage '{url}' is unreachable: {err.strerror}") from None
         url = f"sqlite:///{path}"
     try:
+        if url.startswith("sqlite:///"):
+            _create_sqlite_atomically(Path(url.removeprefix("sqlite:///")))
         storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs={"pool_pre_ping": True, **({"connect_args": {"timeout": 60}} if _is_sqlite(url) else {})},
@@ -65,6 +67,25 @@ def open_storage(url: str | None) -> Any:
     if _is_sqlite(url):
         _serialize_sqlite_transactions(storage.engine)
     return storage
+
+
+def _create_sqlite_atomically(path: Path) -> None:
+    """A new SQLite store appears only with its schema complete. Two processes creating one at once (a `status`
+    or a test polling while `run` starts) both stamp Optuna's schema version, and one fails on a UNIQUE
+    constraint; so the schema is built in a private file and linked into place, which never overwrites."""
+    import optuna
+
+    if path.exists():
+        return
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        optuna.storages.RDBStorage(f"sqlite:///{partial}").engine.dispose()
+        try:
+            os.link(partial, path)
+        except FileExistsError:  # another process got there first; its store is complete too
+            pass
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _is_sqlite(url: str) -> bool:

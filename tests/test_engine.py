@@ -96,3 +96,17 @@ def test_unreachable_storage_is_one_line(tmp_path):
         engine.open_storage("postgresql://nobody@127.0.0.1:9/x")
     with pytest.raises(HarnessError, match="no study named 'missing'"):
         engine.open_queue(engine.open_storage(f"sqlite:///{tmp_path / 'o.db'}"), "missing", create=False)
+
+
+def test_processes_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path):
+    """`run` starting while `status` (or a test) opens the same new store: both used to stamp the schema."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'new' / 'optuna.db'}"
+    code = "import sys; from harness.engine import open_storage; open_storage(sys.argv[1])"
+    processes = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+                 for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 6, [e for e in errors if e][:1]
+    assert sorted(f.name for f in (tmp_path / "new").iterdir()) == ["optuna.db"]  # no partial file left
