@@ -80,16 +80,19 @@ def make_sampler(spec: StudySpec, worker: int) -> Any:
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # constant liar: parallel workers spread out
 
 
+def planned_epochs(spec: StudySpec) -> int:
+    return sum(stage.epochs for stage in resolve_stages(spec.base))
+
+
 def warmup_epochs(spec: StudySpec) -> int:
     """Epochs every trial trains before it may be pruned."""
-    epochs = sum(stage.epochs for stage in resolve_stages(spec.base))
-    return spec.search.warmup_epochs or max(1, epochs // 3)
+    return spec.search.warmup_epochs or max(1, planned_epochs(spec) // 3)
 
 
 def make_pruner(spec: StudySpec) -> Any:
     import optuna
 
-    epochs, warmup = sum(stage.epochs for stage in resolve_stages(spec.base)), warmup_epochs(spec)
+    epochs, warmup = planned_epochs(spec), warmup_epochs(spec)
     return {
         # reported steps are epochs counted from 1; Optuna prunes from step n_warmup_steps on
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup),
