@@ -1,9 +1,10 @@
 """Training options that change how a run learns: the learning-rate schedule and label smoothing."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 
-from harness import preprocess
 from harness.runner import prepare
 from harness.spec import parse_spec
 from harness.train import targets, total_steps, train_run
@@ -22,10 +23,7 @@ base:
 def trained(tmp_path, schedule: str, smoothing: float):
     study = prepare(parse_spec(SPEC.format(schedule=schedule, smoothing=smoothing), tmp_path / "s.yaml"))
     run = study.runs[0]
-
-    def images_for(stage):
-        return preprocess.cached_pipeline(study.data.images, study.data.fingerprint, stage.steps, tmp_path)[0]
-
+    images_for = partial(study.data.images_for, cache_dir=tmp_path)
     result = train_run(run, study.data.ids, study.data.digits, images_for, keep_model=True)
     assert result.status == "FINISHED", result.failure_reason
     return run, result

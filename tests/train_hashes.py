@@ -5,9 +5,10 @@ Used by test_determinism.py: `python tests/train_hashes.py SPEC INDEX [INDEX ...
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
-from harness import determinism, preprocess
+from harness import determinism
 from harness.runner import prepare
 from harness.spec import load_spec
 from harness.train import train_run
@@ -18,9 +19,7 @@ def main(spec_path: str, indices: list[int], cache_dir: Path) -> None:
     runs = [study.runs[i] for i in indices]
     determinism.configure_process(runs[0].config.determinism, runs[0].config.backend)
 
-    def images_for(stage):
-        return preprocess.cached_pipeline(study.data.images, study.data.fingerprint, stage.steps, cache_dir)[0]
-
+    images_for = partial(study.data.images_for, cache_dir=cache_dir)
     hashes = []
     for run in runs:
         result = train_run(run, study.data.ids, study.data.digits, images_for)
