@@ -21,16 +21,17 @@ from common import describe, median, python_json, quiet_tensorflow, quiet_tf_log
 
 def child(n: int, epochs: int, trainings: int, op_determinism: bool) -> None:
     quiet_tensorflow()
-    from harness import determinism, preprocess, runner
-    from harness.spec import parse_spec
+    from harness.execution import determinism, prepared
+    from harness.study.spec import parse_spec
+    from harness.training import preprocess
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-determinism-"))
     settings = {"op_determinism": op_determinism, "env_flags": op_determinism}
     text = study_spec("det", n=n, epochs=epochs, repeats=trainings + 1, determinism=settings)
-    study = runner.prepare(parse_spec(text, tmp / "study.yaml"))
+    study = prepared.prepare(parse_spec(text, tmp / "study.yaml"))
     determinism.configure_process(study.runs[0].config.determinism)
     quiet_tf_logger()
-    from harness.train import train_run
+    from harness.training.train import train_run
 
     def images_for(stage):
         return preprocess.cached_pipeline(study.data.images, study.data.fingerprint, stage.steps, tmp)[0]

@@ -53,8 +53,9 @@ def peak_flops() -> dict[str, float]:
 def child(n: int, epochs: int, intra: int, op_determinism: bool, repeats: int) -> None:
     """Examples/s of each variant (median over repeats of the steady-state epochs); prints one JSON line."""
     quiet_tensorflow()
-    from harness import data, determinism
-    from harness.spec import AugmentationConfig, DeterminismConfig, ModelConfig
+    from harness.execution import determinism
+    from harness.study.spec import AugmentationConfig, DeterminismConfig, ModelConfig
+    from harness.training import synthetic
 
     determinism.configure_process(DeterminismConfig(op_determinism=op_determinism, intra_op_threads=intra))
     import keras
@@ -62,9 +63,9 @@ def child(n: int, epochs: int, intra: int, op_determinism: bool, repeats: int) -
     import tensorflow as tf
 
     quiet_tf_logger()
-    from harness.model import build_cnn
+    from harness.training.model import build_cnn
 
-    dataset = data.synthesize(n, 0)
+    dataset = synthetic.synthesize(n, 0)
     x, y = (dataset.images.astype(np.float32) / 255.0)[..., None], dataset.digits
     seeds = dict.fromkeys(("init", "order", "augment", "dropout", "split"), 0)
     flops = 3 * cnn_flops_per_example(build_cnn(28, ModelConfig(), AugmentationConfig(), seeds))

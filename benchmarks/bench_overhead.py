@@ -26,8 +26,10 @@ def main() -> None:
     args = parser.parse_args()
     quiet_tensorflow()
 
-    from harness import determinism, env, preprocess, runner, tracking
-    from harness.spec import parse_spec
+    from harness import env, tracking
+    from harness.execution import determinism, prepared
+    from harness.study.spec import parse_spec
+    from harness.training import preprocess
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     spec = parse_spec(
@@ -38,10 +40,10 @@ def main() -> None:
     import tensorflow as tf
 
     quiet_tf_logger()
-    from harness.model import build_cnn
-    from harness.train import split_indices, train_run
+    from harness.training.model import build_cnn
+    from harness.training.train import split_indices, train_run
 
-    study = runner.prepare(spec)
+    study = prepared.prepare(spec)
     cache = tmp / "cache"
     client = tracking.connect(f"sqlite:///{tmp / 'mlflow.db'}")
     exp_id = tracking.experiment_id(client, spec.name)

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 from common import describe, interleaved, median, result
 
-from harness import data, preprocess
+from harness.study import pipeline
+from harness.training import preprocess, synthetic
 
 NOTEBOOK = [{"upscale": {"factor": 3}}, "stretch", "binarize", {"erode": {"iterations": 3}}]
 
@@ -47,9 +48,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    dataset = data.synthesize(args.n, 0)
+    dataset = synthetic.synthesize(args.n, 0)
     images, fingerprint = dataset.images, dataset.fingerprint
-    steps = preprocess.parse_pipeline(NOTEBOOK, "bench")
+    steps = pipeline.parse_pipeline(NOTEBOOK, "bench")
     reference = preprocess.apply_pipeline(images, steps)
     same_loop = np.array_equal(python_loop(images[:500]), reference[:500])
     print(f"preprocess: {args.n} images → {reference.shape[1]} px; python loop output identical: {same_loop}")

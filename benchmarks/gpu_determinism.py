@@ -18,17 +18,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.design import plan_runs, process_key
-from harness.runner import load_study_data
-from harness.spec import load_spec
+from harness.study import pipeline
+from harness.study.design import plan_runs, process_key
+from harness.study.spec import load_spec
+from harness.training.sources import load_study_data
 
 
 def train_group(spec_path: str, backend: str, group: tuple, keys: list[str], out_dir: str) -> list[dict]:
     """One process: configure backend and determinism, then train this group's runs in order."""
-    from harness import determinism, env, preprocess
+    from harness import env
+    from harness.execution import determinism
+    from harness.training import preprocess
 
     determinism.configure_group((backend, *group[1:]))
-    from harness.train import train_run
+    from harness.training.train import train_run
 
     spec = with_backend(load_spec(spec_path), backend)
     study_data = load_study_data(spec.data)
@@ -36,7 +39,7 @@ def train_group(spec_path: str, backend: str, group: tuple, keys: list[str], out
     cache: dict[str, object] = {}
 
     def images_for(stage):
-        key = preprocess.pipeline_key(stage.steps)
+        key = pipeline.pipeline_key(stage.steps)
         if key not in cache:
             cache[key] = preprocess.apply_pipeline(study_data.images, stage.steps)
         return cache[key]

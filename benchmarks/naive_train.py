@@ -48,8 +48,8 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from harness.model import build_cnn
-    from harness.spec import AugmentationConfig, ModelConfig
+    from harness.study.spec import AugmentationConfig, ModelConfig
+    from harness.training.model import build_cnn
 
     keras.utils.set_random_seed(args.seed)
     seeds = dict.fromkeys(("init", "order", "augment", "dropout", "split"), args.seed)

@@ -152,7 +152,7 @@ def finish_child(client: Any, run_id: str, result: Any) -> None:
     """Metrics, artifacts and the final status; the status goes last, so FINISHED means fully logged."""
     from mlflow.entities import Metric, RunTag
 
-    from harness.engine import kill_point
+    from harness.files import kill_point
 
     now = int(time.time() * 1000)
     metrics = [Metric(key, value, now, 0) for key, value in _final_metrics(result).items()]

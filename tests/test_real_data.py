@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.runner import prepare
-from harness.spec import load_spec
+from harness.execution.prepared import prepare
+from harness.study.spec import load_spec
 from tests.conftest import REPO
 
 

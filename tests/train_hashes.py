@@ -8,10 +8,10 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from harness import determinism
-from harness.runner import prepare
-from harness.spec import load_spec
-from harness.train import train_run
+from harness.execution import determinism
+from harness.execution.prepared import prepare
+from harness.study.spec import load_spec
+from harness.training.train import train_run
 
 
 def main(spec_path: str, indices: list[int], cache_dir: Path) -> None:

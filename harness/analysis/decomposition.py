@@ -1,0 +1,250 @@
+"""Design-level statistics: where the spread comes from, and how many runs a study needs.
+
+- variance_decomposition: statsmodels OLS with categorical main effects (plus two-way interactions
+  when every cell of the pair has >= 2 runs) and anova_lm(typ=2). Each term's share is its type-II
+  sum of squares over the total sum of squares; the residual is labelled "seed noise (residual)".
+  Each term also gets its partial share SS/(SS + SS_residual) with a 95% CI for the population
+  value by inverting the noncentral F (scipy.stats.ncf; Steiger 2004: eta²_p = λ/(λ+N)). When one
+  term carries all the effect, the partial share equals the share of the total. (A bootstrap of
+  runs within cells was tried and rejected: it keeps the noise-inflated observed share as its centre
+  and excluded zero for null terms.) In unbalanced designs type-II sums of squares need not add up
+  to the total; `shares_sum` says by how much.
+- random_effects: variance component of a seed factor (REML, statsmodels MixedLM, other varied
+  factors as fixed effects) and its intraclass share with the classic F-based interval (Searle
+  1971) from the ANOVA table's F for that factor; exact when balanced, approximate otherwise.
+- seeds_needed: statsmodels TTestIndPower on the residual std.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as ss
+
+from harness.analysis.levels import ALPHA, num, quiet
+from harness.analysis.runs_table import factor_columns, finished_runs
+
+RESIDUAL = "seed noise (residual)"
+
+
+def _labels(fin: pd.DataFrame, factor: str) -> pd.Series:
+    return fin[factor].map(lambda v: "" if pd.isna(v) else str(v))
+
+
+def _model_terms(fin: pd.DataFrame, factors: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Varied factors that can enter the OLS; the rest are named with the reason they are left out."""
+    used, excluded = [], {}
+    for f in factors:
+        if f not in fin.columns:
+            excluded[f] = "not in the runs table"
+            continue
+        counts = _labels(fin, f).value_counts()
+        if len(counts) < 2:
+            excluded[f] = "constant (single level)"
+        elif counts.max() < 2:
+            excluded[f] = "one run per level: its effect cannot be separated from the residual"
+        else:
+            used.append(f)
+    return used, excluded
+
+
+def _fit_table(d: pd.DataFrame, formula: str) -> pd.DataFrame:
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.anova import anova_lm
+
+    with quiet():
+        return anova_lm(smf.ols(formula, data=d).fit(), typ=2)
+
+
+def _shares(table: pd.DataFrame, total: float) -> np.ndarray:
+    return (table["sum_sq"] / total).to_numpy(float) if total > 0 else np.full(len(table), np.nan)
+
+
+def variance_decomposition(df: pd.DataFrame, factors: list[str] | None = None) -> dict[str, Any]:
+    """Share of the accuracy spread per factor (and interaction) vs seed noise, with partial-share CIs."""
+    import statsmodels.formula.api as smf
+
+    fin = finished_runs(df).reset_index(drop=True)
+    factors = factor_columns(df) if factors is None else list(factors)
+    used, excluded = _model_terms(fin, factors)
+    out: dict[str, Any] = {"factors": used, "excluded": excluded, "n": int(len(fin)), "formula": None,
+                           "testable": False, "reason": None, "terms": [], "shares_sum": None,
+                           "residual_std": None, "balanced": None, "note": ""}
+    y = fin["accuracy"].to_numpy(float)
+    total = float(np.sum((y - y.mean()) ** 2)) if len(y) else 0.0
+    if not used:
+        out["reason"] = "not testable: no factor with >= 2 levels and replicated levels"
+    elif total == 0:
+        out["reason"] = "not testable: all values identical"
+    if out["reason"]:
+        return out
+    names = {f: f"f{i}" for i, f in enumerate(used)}
+    d = pd.DataFrame({"y": y, **{names[f]: _labels(fin, f) for f in used}})
+    terms = [f"C({names[f]})" for f in used]
+    labels = list(used)
+    for i, a in enumerate(used):
+        for b in used[i + 1:]:
+            cells = pd.crosstab(d[names[a]], d[names[b]])
+            if (cells.to_numpy() >= 2).all():
+                terms.append(f"C({names[a]}):C({names[b]})")
+                labels.append(f"{a} × {b}")
+    formula = "y ~ " + " + ".join(terms)
+    with quiet():
+        model = smf.ols(formula, data=d)
+        rank = np.linalg.matrix_rank(model.exog)
+    if rank < model.exog.shape[1] or len(d) - rank < 1:
+        formula = "y ~ " + " + ".join(terms[: len(used)])
+        labels = list(used)
+        with quiet():
+            model = smf.ols(formula, data=d)
+            rank = np.linalg.matrix_rank(model.exog)
+        if rank < model.exog.shape[1] or len(d) - rank < 1:
+            out["reason"] = "not testable: factors are confounded (levels coincide) or no residual df left"
+            return out
+        out["note"] = "interactions dropped: not estimable. "
+    table = _fit_table(d, formula)
+    cells = d.groupby([names[f] for f in used]).size()
+    full = int(np.prod([d[names[f]].nunique() for f in used]))
+    out["balanced"] = bool(len(cells) == full and cells.nunique() == 1)
+    shares = _shares(table, total)
+    ss_res, df_res = float(table["sum_sq"].iloc[-1]), float(table["df"].iloc[-1])
+    for k, (term, row) in enumerate(table.iterrows()):
+        is_res = term == "Residual"
+        partial = None if is_res or row["sum_sq"] + ss_res <= 0 else row["sum_sq"] / (row["sum_sq"] + ss_res)
+        out["terms"].append({"term": RESIDUAL if is_res else labels[k], "df": num(row["df"]),
+                             "sum_sq": num(row["sum_sq"]), "share": num(shares[k]), "partial_share": num(partial),
+                             "partial_share_ci": None if is_res else partial_share_ci(
+                                 row["F"], row["df"], df_res, len(d)),
+                             "F": None if is_res else num(row["F"]),
+                             "p": None if is_res else num(row["PR(>F)"])})
+    out.update(testable=True, formula=formula, shares_sum=num(np.nansum(shares)),
+               residual_std=num(math.sqrt(table["sum_sq"].iloc[-1] / table["df"].iloc[-1])))
+    if not out["balanced"]:
+        out["note"] += "unbalanced design: type-II shares need not sum to 100%. "
+    out["note"] = out["note"].strip()
+    return out
+
+
+def partial_share_ci(f_obs: float, df1: float, df2: float, n: int,
+                     level: float = 0.95) -> list[float | None] | None:
+    """CI of the population partial share λ/(λ+N), λ from inverting scipy's noncentral F at F_obs."""
+    from scipy.optimize import brentq
+
+    if not (math.isfinite(f_obs) and df1 > 0 and df2 > 0):
+        return None
+
+    def cdf(lam: float) -> float:
+        return float(ss.f.cdf(f_obs, df1, df2) if lam <= 0 else ss.ncf.cdf(f_obs, df1, df2, lam))
+
+    def solve(target: float) -> float:
+        """λ where the cdf falls to `target`; inf when beyond LAMBDA_MAX (a share of 1 to float precision)."""
+        if cdf(0.0) <= target:
+            return 0.0
+        below, above = 0.0, 10.0
+        while not cdf(above) <= target:  # also steps past NaN, which scipy returns for extreme F
+            if above >= LAMBDA_MAX:
+                return math.inf
+            below, above = above, above * 2
+        return float(brentq(lambda lam: cdf(lam) - target, below, above, xtol=1e-10))
+
+    tail = (1 - level) / 2
+    with quiet():
+        lo, hi = solve(1 - tail), solve(tail)
+    return [share_of(lo, n), share_of(hi, n)]
+
+
+LAMBDA_MAX = 1e9  # beyond this, λ/(λ+n) rounds to 1 for any study size we plan
+
+
+def share_of(lam: float, n: int) -> float | None:
+    return 1.0 if math.isinf(lam) else num(lam / (lam + n))
+
+
+def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = None) -> dict[str, Any]:
+    """Variance component of `factor` (a seed) vs residual: REML estimates and the F-based share CI."""
+    import statsmodels.formula.api as smf
+
+    fin = finished_runs(df).reset_index(drop=True)
+    out: dict[str, Any] = {"factor": factor, "testable": False, "reason": None, "levels": 0,
+                           "sd_factor": None, "sd_residual": None, "share": None, "share_ci": None,
+                           "method": "REML (statsmodels MixedLM); share CI from the ANOVA F (Searle)"}
+    if factor not in fin.columns:
+        out["reason"] = "not in the runs table"
+        return out
+    others = [f for f in (others or []) if f != factor and f in fin.columns]
+    used, _ = _model_terms(fin, [factor, *others])
+    g = _labels(fin, factor)
+    out["levels"] = int(g.nunique())
+    y = fin["accuracy"].to_numpy(float)
+    if factor not in used or out["levels"] < 3:
+        out["reason"] = "not testable: needs >= 3 levels and some level with >= 2 runs"
+        return out
+    if np.ptp(y) == 0:
+        out["reason"] = "not testable: all values identical"
+        return out
+    fixed = [f for f in used if f != factor]
+    d = pd.DataFrame({"y": y, "g": g, **{f"x{i}": _labels(fin, f) for i, f in enumerate(fixed)}})
+    rhs = " + ".join(f"C(x{i})" for i in range(len(fixed))) or "1"
+    with quiet():
+        fit = smf.mixedlm(f"y ~ {rhs}", d, groups=d["g"]).fit(reml=True)
+        table = _fit_table(d, f"y ~ {' + '.join(['C(g)', *[f'C(x{i})' for i in range(len(fixed))]])}")
+    var_a, var_e = max(float(fit.cov_re.iloc[0, 0]), 0.0), float(fit.scale)
+    out.update(testable=True, sd_factor=num(math.sqrt(var_a)), sd_residual=num(math.sqrt(var_e)),
+               share=num(var_a / (var_a + var_e)) if var_a + var_e > 0 else None, converged=bool(fit.converged))
+    f_obs, df1, df2 = float(table["F"].iloc[0]), float(table["df"].iloc[0]), float(table["df"].iloc[-1])
+    counts = g.value_counts().to_numpy(float)
+    n0 = (counts.sum() - np.sum(counts**2) / counts.sum()) / (len(counts) - 1)
+    if math.isfinite(f_obs) and df2 > 0:
+        lo_f = f_obs / ss.f.ppf(1 - ALPHA / 2, df1, df2)
+        hi_f = f_obs / ss.f.ppf(ALPHA / 2, df1, df2)
+        out["share_ci"] = [num(max(0.0, (lo_f - 1) / (lo_f + n0 - 1))), num(min(1.0, (hi_f - 1) / (hi_f + n0 - 1)))]
+        out["p"] = num(table["PR(>F)"].iloc[0])
+    return out
+
+
+def seeds_needed(df: pd.DataFrame, factor: str | None = None, *, sigma: float | None = None,
+                 n_per_group: int | None = None, alpha: float = ALPHA, power: float = 0.8,
+                 delta_pp: float | None = None) -> dict[str, Any]:
+    """Minimum detectable difference (pp) at the study's n per group, and runs per group for Δ pp.
+
+    sigma defaults to the residual std of the full decomposition (seed noise), or of the one-way
+    model of `factor` when given; n per group defaults to the smallest level size of `factor`, or
+    without a factor the smallest level size among varied non-seed factors (a toggle comparison),
+    else among all varied factors. Two-sided two-sample t-test power, statsmodels TTestIndPower.
+    """
+    from statsmodels.stats.power import TTestIndPower
+
+    fin = finished_runs(df)
+    if sigma is None or n_per_group is None:
+        dec = variance_decomposition(df, [factor] if factor else None)
+        sigma = dec["residual_std"] if sigma is None else sigma
+        if n_per_group is None and dec["factors"]:
+            toggles = [c for c in dec["factors"] if not str(c).startswith("seeds.")]
+            cols = [factor] if factor else (toggles or dec["factors"])
+            n_per_group = int(min(_labels(fin, c).value_counts().min() for c in cols))
+    out: dict[str, Any] = {"factor": factor, "sigma": num(sigma), "sigma_pp": num(100 * sigma) if sigma else None,
+                           "n_per_group": n_per_group, "alpha": alpha, "power": power,
+                           "mde_pp": None, "delta_pp": delta_pp, "n_needed": None,
+                           "power_at_delta": None, "note": ""}
+    if sigma is None:
+        out["note"] = "no residual std: needs a replicated design"
+        return out
+    if sigma == 0:
+        out.update(mde_pp=0.0, n_needed=1 if delta_pp else None, note="no residual variation")
+        return out
+    power_calc = TTestIndPower()
+    with quiet():
+        if n_per_group and n_per_group >= 2:
+            d = power_calc.solve_power(effect_size=None, nobs1=n_per_group, alpha=alpha, power=power, ratio=1.0)
+            out["mde_pp"] = num(100 * float(np.squeeze(d)) * sigma)
+        if delta_pp:
+            es = delta_pp / 100 / sigma
+            n = power_calc.solve_power(effect_size=es, nobs1=None, alpha=alpha, power=power, ratio=1.0)
+            n = num(np.squeeze(n))
+            out["n_needed"] = max(2, math.ceil(n)) if n is not None else None
+            if n_per_group and n_per_group >= 2:
+                out["power_at_delta"] = num(power_calc.power(es, nobs1=n_per_group, alpha=alpha, ratio=1.0))
+    return out

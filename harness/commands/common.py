@@ -1,0 +1,32 @@
+"""What several commands share: reading a study argument (SPEC or NAME) and checking counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.study.spec import StudySpec, load_spec
+
+
+def spec_or_name(study: str | Path) -> tuple[str, StudySpec | None]:
+    """A study argument: a spec file (its name, and the spec) or a plain study name (and None)."""
+    text = str(study)
+    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+        spec = load_spec(text)
+        return spec.name, spec
+    return text, None
+
+
+def study_argument(args: Any) -> tuple[str, StudySpec | None]:
+    """The study a command names positionally or with `--study`."""
+    study = getattr(args, "study", None) or getattr(args, "study_option", None)
+    if not study:
+        raise HarnessError(f"{args.command}: name the study (a spec file or a study name in the store)")
+    return spec_or_name(study)
+
+
+def positive(count: int, option: str) -> int:
+    if count < 1:
+        raise HarnessError(f"{option}: got {count}; allowed: 1 or more")
+    return count

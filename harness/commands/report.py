@@ -1,0 +1,40 @@
+"""`harness report` and `harness export`: a study's runs (from MLflow, or any team's runs table) → report / CSV."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def report(args: argparse.Namespace) -> int:
+    from harness.analysis import runs_table
+    from harness.commands import stored
+    from harness.report.build import build_report
+
+    if args.runs is not None:
+        table = runs_table.load_runs_table(args.runs)
+        out_dir = args.out or Path("reports") / args.runs.stem
+        result = build_report(table, out_dir, table_dir=args.runs.resolve().parent, delta_pp=args.delta_pp,
+                              title=args.runs.name)
+    else:
+        study = stored.open_study(args.study, args.tracking_uri)
+        out_dir = args.out or Path("reports") / study.name
+        table = study.runs_table(out_dir / "predictions")
+        if table.attrs.get("left_out"):
+            print(f"{table.attrs['left_out']} run(s) of earlier versions of the spec left out (not planned by it)")
+        result = build_report(table, out_dir, images=study.images(), delta_pp=args.delta_pp,
+                              title=f"Study '{study.name}'")
+        study.attach_report(out_dir, table)
+    print("\n".join(result["verdict"]))
+    print(f"\nreport: {out_dir / 'report.md'}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from harness.commands import stored
+
+    study = stored.open_study(args.study, args.tracking_uri)
+    table = study.runs_table(args.out.parent / f"{args.out.stem}_predictions")
+    stored.write_runs_csv(table, args.out)
+    print(f"{args.out}: {len(table)} runs")
+    return 0

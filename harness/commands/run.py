@@ -1,0 +1,87 @@
+"""`harness run`, `harness worker`, `harness status`: train a study's runs, join one, or ask where it stands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.commands.common import positive, spec_or_name, study_argument
+from harness.errors import HarnessError
+
+EXIT_RUNS_FAILED = 1
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.study.spec import load_spec
+
+    spec = load_spec(args.spec)  # refuse a bad spec before pandas, OpenCV and scipy load
+    if spec.search is not None:
+        raise HarnessError(f"{args.spec}: has a 'search' section: train it with `harness tune {args.spec}` "
+                           "(a run study of the same name would share its queue)")
+    from harness import tracking
+    from harness.execution import prepared, run_queue, runner
+
+    count = positive(args.workers, "--workers")
+    study = prepared.prepare(spec)
+    prepared.apply_device(spec)
+    client = tracking.connect(args.tracking_uri or spec.tracking.uri)
+    storage = run_queue.open_storage(args.storage)
+    print(f"study '{spec.name}': {len(study.runs)} runs on {study.data.images.shape[0]} images "
+          f"(data {study.data.fingerprint}); store {client.tracking_uri}", file=sys.stderr)
+    table = runner.run_study(study, client, storage, count, progress=not args.no_progress)
+    return summarize(table, len(study.runs))
+
+
+def summarize(table, planned: int) -> int:
+    """The end of `run`: counts, the quick per-factor summary, failed runs with their reasons; exit code."""
+    from harness.analysis.levels import quick_summary
+    from harness.analysis.runs_table import factor_columns
+
+    finished = table[table["status"] == "FINISHED"] if not table.empty else table
+    if len(finished):
+        print(f"\n{len(finished)}/{planned} runs finished; mean training time {finished['wall_time_s'].mean():.1f} s")
+        varying = [f for f in factor_columns(table) if table[f].nunique() > 1]
+        print(quick_summary(table, varying))
+    else:
+        print(f"\n0/{planned} runs finished")
+    failed = table[table["status"] != "FINISHED"] if not table.empty else table
+    for _, row in failed.iterrows():
+        print(f"failed: {row['run_name']}: {row['failure_reason'] or row['status']}", file=sys.stderr)
+    return EXIT_RUNS_FAILED if len(failed) else 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness import tracking
+    from harness.execution import prepared, run_queue, runner
+    from harness.study.spec import parse_spec
+
+    name, _ = study_argument(args)
+    count = positive(args.workers, "--workers")
+    queue = run_queue.open_queue(run_queue.open_storage(args.storage), name, create=False)
+    client = tracking.connect(args.tracking_uri or queue.user_attrs.get("tracking_uri"))
+    prepared.apply_device(parse_spec(queue.user_attrs["spec_text"], Path(queue.user_attrs["spec_path"])))
+    runner.drain(queue, args.storage, client, count, progress=not args.no_progress)
+    print(status_line(run_queue.status(queue)))
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from harness.execution import run_queue
+
+    name, _ = spec_or_name(args.study)
+    storage = run_queue.open_storage(args.storage)
+    queue = run_queue.open_queue(storage, name, create=False)
+    print(f"{name}: {status_line(run_queue.status(queue))}")
+    return 0
+
+
+def status_line(counts: dict) -> str:
+    eta = counts["eta_s"]
+    eta_text = "unknown" if eta is None else f"{eta / 60:.1f} min"
+    return (
+        f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting, "
+        + (f"{counts['pruned']} pruned, " if counts["pruned"] else "")
+        + f"{counts['failed']} failed, {counts['killed_retried']} killed (retried); ETA {eta_text}"
+    )

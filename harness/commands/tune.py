@@ -1,0 +1,52 @@
+"""`harness tune`: search, re-check the top configurations with fresh seeds, record the seed-robust best.
+
+tune.md and tune.json go to the report folder and onto the study's MLflow parent run; the parent's
+`harness.robust_best_config` tag is what `harness predict` trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.commands.common import positive
+
+
+def tune(args: argparse.Namespace) -> int:
+    from harness.study.spec import load_spec
+
+    spec = load_spec(args.spec)
+    from harness import tracking
+    from harness.execution import prepared, run_queue, search
+
+    search.check_search(spec)
+    count = positive(args.workers, "--workers")
+    study = prepared.prepare(spec)
+    prepared.apply_device(spec)
+    client = tracking.connect(args.tracking_uri or spec.tracking.uri)
+    storage = run_queue.open_storage(args.storage)
+    out = args.out or Path("reports") / spec.name
+    result = search.tune(study, client, storage, count, not args.no_progress)
+    record(client, result, out)
+    print("\n".join(result["verdict"]))
+    print(f"tune report: {out / 'tune.md'}")
+    return 0
+
+
+def record(client: Any, result: dict[str, Any], out_dir: Path) -> None:
+    """tune.json and tune.md in the report folder and on the parent run; the robust best as parent tags (predict)."""
+    from harness.files import write_atomic
+    from harness.report.tune import render
+
+    best = next((t for t in result["top"] if t["label"] == result["robust_best"]), result["top"][0])
+    write_atomic(out_dir / "tune.json", json.dumps(result, indent=1, default=str))
+    write_atomic(out_dir / "tune.md", render(result))
+    parent_id = result["parent_run_id"]
+    for name in ("tune.json", "tune.md"):
+        client.log_artifact(parent_id, str(out_dir / name), "tune")
+    client.set_tag(parent_id, "harness.robust_best", best["label"])
+    client.set_tag(parent_id, "harness.robust_best_config", result["robust_best_config"])
+    if result["best_trial_run_id"]:
+        client.set_tag(result["best_trial_run_id"], "harness.best_trial", "true")

@@ -1,0 +1,92 @@
+"""A study ready to train: spec + data + planned runs, every input check done, nothing yet in the store.
+
+`run`, `tune`, `preview` and the workers all start here, so bad input (spec, data file, splits, preprocessing)
+is refused the same way everywhere, before any process starts or any store is written.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness import tracking
+from harness.errors import DataError, HarnessError
+from harness.study.design import PlannedRun, plan_runs
+from harness.study.pipeline import pipeline_key
+from harness.study.spec import StudySpec
+from harness.training.sources import StudyData, load_study_data
+
+CACHE_DIR = tracking.STORE_DIR / "cache"
+MIN_VALIDATION = 20
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study, ready to train: nothing of it has touched the store yet."""
+
+    spec: StudySpec
+    data: StudyData
+    runs: list[PlannedRun]
+
+
+def prepare(spec: StudySpec) -> Study:
+    study_data = load_study_data(spec.data)
+    runs = plan_runs(spec, study_data.fingerprint)
+    check_splits(runs, study_data.digits, spec)
+    return Study(spec, study_data, runs)
+
+
+def check_splits(runs: list[PlannedRun], digits: np.ndarray, spec: StudySpec) -> None:
+    """Every distinct validation split must exist before anything trains (too few images per class, k > n)."""
+    from harness.training.train import split_indices
+
+    checked = set()
+    for run in runs:
+        evaluation, seed = run.config.evaluation, run.seeds["split"]
+        if (evaluation, seed) in checked:
+            continue
+        checked.add((evaluation, seed))
+        try:
+            _, val_idx = split_indices(digits, evaluation, seed)
+        except ValueError as err:
+            raise DataError(
+                f"{spec.source_path}: evaluation {evaluation.method} cannot split "
+                f"{len(digits)} images: {' '.join(str(err).split())}"
+            ) from None
+        if len(val_idx) < MIN_VALIDATION:
+            raise DataError(
+                f"{spec.source_path}: evaluation leaves {len(val_idx)} validation images; "
+                f"allowed: at least {MIN_VALIDATION} (more data or a larger val_fraction)"
+            )
+
+
+def warm_cache(study: Study, runs: list[PlannedRun]) -> None:
+    """Preprocess each distinct pipeline once, before any training process starts."""
+    seen = set()
+    for run in runs:
+        for stage in run.stages:
+            key = pipeline_key(stage.steps)
+            if key not in seen:
+                seen.add(key)
+                study.data.images_for(stage, CACHE_DIR)
+
+
+def apply_device(spec: StudySpec) -> None:
+    """`device: cpu` hides GPUs from the training processes started after this; `gpu` refuses a GPU-less machine.
+
+    The GPU check imports the backends, so it runs in a child: this process must stay free of them.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from harness import devices
+
+    if spec.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    elif spec.device == "gpu":
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            problems = pool.submit(devices.device_problems, spec).result()
+        if problems:
+            raise HarnessError(problems[0])

@@ -1,0 +1,141 @@
+"""`harness run`: planned runs → the run queue → training processes → MLflow; returns the study's runs table.
+
+Trainings run in child processes, one process group per distinct process-level setting (TensorFlow fixes
+threads and determinism per process); the parent never imports TensorFlow. A run's identity is its run key,
+so a rerun after a crash enqueues only what is not done.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness import tracking
+from harness.execution import run_queue, workers
+from harness.execution.prepared import CACHE_DIR, Study, warm_cache
+from harness.study.design import PlannedRun, plan_runs
+
+MAX_REPLACEMENTS_PER_WORKER = 3
+
+
+def run_study(study: Study, client: Any, storage: Any, count: int = 1, progress: bool = True) -> pd.DataFrame:
+    """Enqueue every run not yet done, drain the queue with `count` processes, return the runs table."""
+    warm_cache(study, study.runs)  # before the store is touched: a preprocessing error leaves nothing behind
+    queue = run_queue.open_queue(storage, study.spec.name, create=True, kind=run_queue.KIND_RUN)
+    exp_id, parent_id = workers.publish(queue, study.spec, study.data, client)
+    run_queue.enqueue(queue, study.runs, tracking.completed_run_keys(client, exp_id))
+    try:
+        drain(queue, storage.url, client, count, total=len(study.runs), progress=progress)
+    except BaseException as err:  # the parent must not stay RUNNING after an interrupt or a dead worker
+        tracking.finish_parent(client, parent_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    tracking.finish_parent(client, parent_id)
+    table = tracking.runs_table(client, exp_id)
+    keys = {run.run_key for run in study.runs}
+    return table[table["run_key"].isin(keys)].reset_index(drop=True) if not table.empty else table
+
+
+def drain(queue: Any, storage_url: str, client: Any, count: int, total: int | None = None,
+          progress: bool = True) -> None:
+    """Run worker processes, one process group at a time, until no trial is waiting or running.
+
+    TensorFlow fixes threads and determinism per process, so each group (runs sharing those settings) gets its
+    own processes. A worker that dies is replaced; its trial is retried once its heartbeat goes stale.
+    """
+    from tqdm import tqdm
+
+    exp_id = queue.user_attrs["experiment_id"]
+    bar = tqdm(total=total, unit="run", desc=queue.study_name, disable=not progress, file=sys.stderr)
+    try:
+        while groups := run_queue.group_counts(queue):
+            waiting = [group for group, counts in groups.items() if counts["WAITING"]]
+            if not waiting:  # only RUNNING trials left: other machines' or dead workers' (stale soon)
+                _wait_for_stale(queue, client, exp_id, bar)
+                continue
+            group = list(waiting[0])
+            args = (storage_url, queue.study_name, group, client.tracking_uri, CACHE_DIR.resolve())
+            workers.supervise(train_group, lambda _index, args=args: args, count,
+                              work_left=lambda group=group: tuple(group) in run_queue.group_counts(queue),
+                              on_tick=lambda: _show_progress(queue, bar),
+                              replacements=MAX_REPLACEMENTS_PER_WORKER * count)
+    finally:
+        _show_progress(queue, bar)
+        bar.close()
+    tracking.mark_orphans(client, exp_id, live_trials=set())
+
+
+def _wait_for_stale(queue: Any, client: Any, exp_id: str, bar: Any) -> None:
+    from optuna.trial import TrialState
+
+    time.sleep(run_queue.HEARTBEAT_S)
+    run_queue.fail_stale(queue)
+    live = {t.number for t in queue.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    tracking.mark_orphans(client, exp_id, live)
+    _show_progress(queue, bar)
+
+
+def _show_progress(queue: Any, bar: Any) -> None:
+    counts = run_queue.status(queue)
+    bar.n = counts["done"] + counts["failed"]
+    bar.set_postfix_str(f"running {counts['running']}, failed {counts['failed']}", refresh=True)
+
+
+def train_group(storage_url: str, study_name: str, group: list[Any], tracking_uri: str, cache_dir: Path) -> None:
+    """A training process: configure determinism first, then claim and train trials of its group until none."""
+    from harness.execution import determinism
+
+    determinism.configure_group(group)
+    attached = workers.Attached.connect(storage_url, study_name, tracking_uri, cache_dir)
+    GroupWorker(attached, plan_runs(attached.spec, attached.data.fingerprint)).loop(group)
+
+
+@dataclass
+class GroupWorker:
+    """Claims trials of one process group and trains the planned run each one names."""
+
+    attached: workers.Attached
+    runs: list[PlannedRun]
+
+    def loop(self, group: list[Any]) -> None:
+        from optuna.trial import TrialState
+
+        from harness.training.train import STOP_REQUESTED
+
+        queue = self.attached.queue
+        runs = {run.run_key: run for run in self.runs}
+        while True:
+            if STOP_REQUESTED.is_set():
+                raise KeyboardInterrupt
+            trial = run_queue.claim(queue, group)
+            if trial is None:
+                if tuple(group) not in run_queue.group_counts(queue):
+                    return
+                time.sleep(run_queue.HEARTBEAT_S)  # others are still training: a dead one's trial comes back
+                run_queue.fail_stale(queue)
+                continue
+            run = runs.get(trial.user_attrs[run_queue.RUN_KEY])
+            if run is None:
+                trial.set_user_attr(run_queue.REAL_FAILURE, "run key not in the study's current spec")
+                queue.tell(trial, state=TrialState.FAIL)
+                continue
+            self.execute(trial, run)
+
+    def execute(self, trial: Any, run: PlannedRun) -> None:
+        from optuna.trial import TrialState
+
+        queue = self.attached.queue
+        try:
+            result = self.attached.train(trial, run)
+        except KeyboardInterrupt:
+            queue.tell(trial, state=TrialState.FAIL)
+            raise
+        if result.status == "FINISHED":
+            queue.tell(trial, result.accuracy)
+        else:
+            trial.set_user_attr(run_queue.REAL_FAILURE, result.failure_reason)
+            queue.tell(trial, state=TrialState.FAIL)

@@ -1,0 +1,250 @@
+"""One run: split → stages (each its own preprocessed images and epochs) → evaluate → `RunResult`.
+
+Training returns a result object and never talks to MLflow; `tracking` logs it. A run that diverges
+(NaN loss) or raises is returned as a FAILED result with its reason, so a study goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.execution import determinism
+from harness.files import kill_point
+from harness.study.design import PlannedRun, Stage
+from harness.study.spec import EvaluationConfig
+from harness.training.model import N_CLASSES
+
+# Preprocessed images for a stage's pipeline, all rows of the data set, float32 N×H×W in [0, 1].
+ImagesFor = Callable[[Stage], np.ndarray]
+# Called after each epoch with (epochs done, validation accuracy); True stops the run as PRUNED (Optuna's pruners).
+EpochHook = Callable[[int, float], bool]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run: PlannedRun
+    status: str  # FINISHED | FAILED | PRUNED
+    failure_reason: str = ""
+    accuracy: float = math.nan
+    loss: float = math.nan
+    weights_hash: str = ""
+    wall_time_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    predictions: pd.DataFrame | None = None
+    determinism: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the trained Keras model, kept only when asked (predict)
+
+
+# Set by a worker's SIGINT handler. A KeyboardInterrupt raised at an arbitrary bytecode can land in a library's
+# gc callback (jax's, imported by Keras), where Python swallows it; so the interrupt waits for the epoch's end.
+STOP_REQUESTED = threading.Event()
+PRUNED = "pruned"
+
+
+def split_indices(digits: np.ndarray, evaluation: EvaluationConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation indices: a holdout or fold `fold` of a k-fold split."""
+    from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
+
+    rows = np.zeros(len(digits))
+    if evaluation.method == "holdout":
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=evaluation.val_fraction, random_state=seed)
+        return next(splitter.split(rows, digits))
+    folds = StratifiedKFold(n_splits=evaluation.k, shuffle=True, random_state=seed)
+    return list(folds.split(rows, digits))[evaluation.fold]
+
+
+def train_run(run: PlannedRun, ids: np.ndarray, digits: np.ndarray, images_for: ImagesFor,
+              on_epoch: EpochHook | None = None, keep_model: bool = False) -> RunResult:
+    """Train one planned run from scratch; never raises for a training failure."""
+    started = time.perf_counter()
+    try:
+        return _train(run, ids, digits, images_for, started, on_epoch, keep_model)
+    except Exception as err:  # a broken run must not end the study; its reason is recorded
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        return RunResult(run, "FAILED", failure_reason=reason, wall_time_s=time.perf_counter() - started)
+
+
+def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, on_epoch: EpochHook | None,
+           keep_model: bool) -> RunResult:
+    import keras
+
+    from harness.training.model import build_cnn
+
+    determinism.seed_run()
+    keras.mixed_precision.set_dtype_policy(run.config.training.precision)
+    train_idx, val_idx = split_indices(digits, run.config.evaluation, run.seeds["split"])
+    size = images_for(run.stages[0]).shape[1]
+    model = build_cnn(size, run.config.model, run.config.augmentation, run.seeds)
+    loss_function = _loss(run)
+    model.compile(
+        optimizer=_optimizer(run, total_steps(run, len(train_idx))),
+        loss=loss_function,
+        metrics=["accuracy"],
+        # `xla` is TensorFlow's switch; jax always compiles with XLA and torch.compile is not used
+        jit_compile=run.config.determinism.xla if run.config.backend == "tensorflow" else run.config.backend == "jax",
+    )
+    history: list[dict[str, Any]] = []
+    for stage_index, stage in enumerate(run.stages):
+        images = images_for(stage)[..., None]
+        failure = _fit_stage(model, run, stage, stage_index, images, digits, train_idx, val_idx, history, on_epoch)
+        if failure.startswith(PRUNED):
+            accuracy = history[-1].get("val_accuracy", math.nan)
+            return RunResult(run, "PRUNED", failure, accuracy=accuracy, history=history,
+                             wall_time_s=time.perf_counter() - started)
+        if failure:
+            return RunResult(run, "FAILED", failure, history=history, wall_time_s=time.perf_counter() - started)
+    x_val = images_for(run.stages[-1])[val_idx][..., None]
+    logits = model.predict(x_val, batch_size=512, verbose=0)
+    predicted = logits.argmax(axis=1)
+    loss = float(loss_function(targets(digits[val_idx], run), logits))
+    predictions = pd.DataFrame({"id": ids[val_idx], "label": digits[val_idx], "pred": predicted})
+    return RunResult(
+        run,
+        "FINISHED",
+        accuracy=float((predicted == digits[val_idx]).mean()),
+        loss=loss,
+        weights_hash=weights_hash(model),
+        wall_time_s=time.perf_counter() - started,
+        history=history,
+        predictions=predictions,
+        determinism=determinism.read_back(run.config.determinism.xla),
+        model=model if keep_model else None,
+    )
+
+
+def _fit_stage(
+    model,
+    run: PlannedRun,
+    stage: Stage,
+    stage_index: int,
+    images,
+    digits,
+    train_idx,
+    val_idx,
+    history: list[dict[str, Any]],
+    on_epoch: EpochHook | None = None,
+) -> str:
+    """Fit one stage's epochs, appending per-epoch rows to `history`; returns a failure reason or ''."""
+    import keras
+
+    order_seed = int(np.random.SeedSequence([run.seeds["order"], stage_index]).generate_state(1)[0] >> 1)
+    labels = targets(digits, run)
+    train = shuffled_batches(images[train_idx], labels[train_idx], run.config.training.batch_size, order_seed)
+    first_epoch = len(history)
+    clock = {"start": time.perf_counter()}
+    pruned: list[int] = []
+
+    def record(epoch: int, logs: dict[str, float]) -> None:
+        now = time.perf_counter()
+        kill_point("epoch")  # crash tests: SIGKILL in the middle of a training
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "stage": stage.name,
+                "epoch_time_s": now - clock["start"],
+                **{key: float(value) for key, value in logs.items()},
+            }
+        )
+        clock["start"] = now
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
+        if on_epoch is not None and on_epoch(len(history), float(logs.get("val_accuracy", math.nan))):
+            model.stop_training = True
+            pruned.append(len(history))
+
+    model.fit(
+        train,
+        epochs=first_epoch + stage.epochs,
+        initial_epoch=first_epoch,
+        validation_data=(images[val_idx], labels[val_idx]),
+        validation_batch_size=512,
+        shuffle=False,  # `shuffled_batches` shuffles, seeded by the data-order seed
+        callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record)],
+        verbose=0,
+    )
+    last_loss = history[-1]["loss"] if len(history) > first_epoch else math.nan
+    if not math.isfinite(last_loss):
+        return f"loss became {last_loss} in epoch {len(history)} (stage '{stage.name}')"
+    return f"{PRUNED} after epoch {pruned[0]}" if pruned else ""
+
+
+def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Any:
+    """Mini-batches in an order that depends only on (seed, epoch), on any Keras backend.
+
+    A numpy permutation per epoch instead of tf.data's shuffle: TensorFlow mixes its global seed into op seeds,
+    and jax/torch runs may not have TensorFlow at all.
+    """
+    import keras
+
+    class ShuffledBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch = 0
+            self.order = self._permutation()
+
+        def _permutation(self) -> np.ndarray:
+            return np.random.default_rng([seed, self.epoch]).permutation(len(x))
+
+        def __len__(self) -> int:
+            return -(-len(x) // batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = self.order[index * batch_size : (index + 1) * batch_size]
+            return x[rows], y[rows]
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = self._permutation()
+
+    return ShuffledBatches()
+
+
+def total_steps(run: PlannedRun, n_train: int) -> int:
+    """Optimizer steps over all stages: the span a cosine schedule decays over."""
+    batches = -(-n_train // run.config.training.batch_size)
+    return batches * sum(stage.epochs for stage in run.stages)
+
+
+def _optimizer(run: PlannedRun, steps: int) -> Any:
+    import keras
+
+    training = run.config.training
+    rate: Any = training.learning_rate
+    if training.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(training.learning_rate, decay_steps=steps)
+    kinds = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    return kinds[training.optimizer](learning_rate=rate)
+
+
+def _loss(run: PlannedRun) -> Any:
+    """Sparse labels unless smoothing is asked for (Keras smooths only one-hot targets)."""
+    import keras
+
+    smoothing = run.config.training.label_smoothing
+    if smoothing:
+        return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def targets(digits: np.ndarray, run: PlannedRun) -> np.ndarray:
+    """What the loss compares logits with: digits, or their one-hot rows when labels are smoothed."""
+    if run.config.training.label_smoothing:
+        return np.eye(N_CLASSES, dtype="float32")[digits]
+    return digits
+
+
+def weights_hash(model: Any) -> str:
+    """sha256 over every weight's bytes: equal hashes mean bit-identical models."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()

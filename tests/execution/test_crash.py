@@ -1,0 +1,142 @@
+"""SIGKILL at several points of a study, then resume: every run finishes exactly once, the killed ones stay visible.
+
+The kill comes from the harness itself (HARNESS_KILL_AT=point:marker, fired once), so it lands exactly at the
+point under test: while the preprocessing cache entry is being written, during epoch 1, while logging to MLflow.
+"""
+
+import os
+from collections import Counter
+
+import numpy as np
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from tests.conftest import run_cli
+
+SPEC = """
+name: crash
+data: {source: synthetic, n: 200, seed: 0}
+repeats: 3
+base:
+  model: {filters: 4, depth: 1, dense_units: 8}
+  stages: {train: {pipeline: [stretch], epochs: 2}}
+"""
+
+
+def run_killed_once(tmp_path, point: str, *extra: str):
+    os.environ["HARNESS_KILL_AT"] = f"{point}:{tmp_path / 'fired'}"
+    try:
+        return run_cli("run", "crash.yaml", "--no-progress", *extra, cwd=tmp_path, timeout=600)
+    finally:
+        del os.environ["HARNESS_KILL_AT"]
+
+
+def assert_each_run_finished_once(tmp_path, expect_killed: bool):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}")
+    experiment = client.get_experiment_by_name("crash")
+    children = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'training'")
+    finished = Counter(r.data.tags["harness.run_key"] for r in children if r.info.status == "FINISHED")
+    assert len(finished) == 3 and set(finished.values()) == {1}, finished
+    killed = [r for r in children if r.info.status == "KILLED"]
+    assert len(killed) == (1 if expect_killed else 0)
+    queue = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / 'mlruns/optuna.db'}")
+    complete = Counter(t.user_attrs["run_key"] for t in queue.trials if t.state == TrialState.COMPLETE)
+    assert complete == finished
+    assert sum(t.state == TrialState.FAIL for t in queue.trials) == (1 if expect_killed else 0)
+
+
+@pytest.fixture
+def study_dir(tmp_path):
+    (tmp_path / "crash.yaml").write_text(SPEC)
+    return tmp_path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["epoch", "logging"])
+def test_worker_killed_mid_training_is_replaced_and_its_run_retried(study_dir, point):
+    done = run_killed_once(study_dir, point)
+    assert (study_dir / "fired").exists(), "the kill point was never reached"
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3/3 runs finished" in done.stdout
+    assert_each_run_finished_once(study_dir, expect_killed=True)
+
+
+@pytest.mark.slow
+def test_killed_while_writing_the_cache_then_resumed(study_dir):
+    killed = run_killed_once(study_dir, "atomic-write")
+    assert killed.returncode == -9 and (study_dir / "fired").exists()
+    resumed = run_cli("run", "crash.yaml", "--no-progress", cwd=study_dir, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_each_run_finished_once(study_dir, expect_killed=False)
+    cache = study_dir / "mlruns/cache"
+    assert len(list(cache.rglob(".*.tmp"))) == 1  # the killed write's temp file: left behind, never read
+    entries = list(cache.rglob("*.npy"))
+    assert len(entries) == 1 and np.load(entries[0]).shape == (200, 28, 28)
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_weights_as_one(tmp_path):
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "crash.yaml").write_text(SPEC.replace("repeats: 3", "repeats: 4"))
+    hashes = {}
+    for name, workers in (("one", "1"), ("two", "2")):
+        done = run_cli("run", "crash.yaml", "--no-progress", "--workers", workers, cwd=tmp_path / name, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / name / 'mlruns/mlflow.db'}")
+        runs = client.search_runs([client.get_experiment_by_name("crash").experiment_id])
+        hashes[name] = {
+            r.data.tags["harness.run_key"]: r.data.tags["harness.weights_hash"]
+            for r in runs
+            if r.data.tags.get("harness.role") == "training"
+        }
+    assert len(hashes["one"]) == 4 and hashes["one"] == hashes["two"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_current_run_and_a_second_run_resumes(study_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    (study_dir / "crash.yaml").write_text(SPEC.replace("epochs: 2", "epochs: 30"))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", "crash.yaml", "--no-progress"],
+        cwd=study_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    storage = f"sqlite:///{study_dir / 'mlruns/optuna.db'}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until a training is under way
+        time.sleep(1)
+        if not (study_dir / "mlruns/optuna.db").exists():
+            continue
+        try:
+            trials = optuna.load_study(study_name="crash", storage=storage).trials
+        except KeyError:  # the study is not created yet
+            continue
+        if any(t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs for t in trials):
+            break
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole process group
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr.strip().splitlines()[-1] and "Traceback" not in stderr
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{study_dir / 'mlruns/mlflow.db'}")
+    experiment = client.get_experiment_by_name("crash")
+    statuses = Counter(r.info.status for r in client.search_runs([experiment.experiment_id]))
+    assert statuses["KILLED"] == 2 and statuses["RUNNING"] == 0  # the interrupted training and the study parent
+
+    resumed = run_cli("run", "crash.yaml", "--no-progress", cwd=study_dir, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "3/3 runs finished" in resumed.stdout

@@ -1,0 +1,112 @@
+"""The run queue on a real Optuna SQLite storage: exactly-once claims, resume rules, stale-trial retry."""
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from optuna.trial import TrialState
+
+from harness.errors import HarnessError
+from harness.execution import run_queue
+
+GROUP = ["tensorflow", True, True, 0, 0, False]
+
+
+def fake_runs(*keys: str) -> list:
+    from harness.study.spec import RunConfig
+
+    return [SimpleNamespace(run_key=key, config=RunConfig()) for key in keys]
+
+
+@pytest.fixture
+def queue(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_queue, "GRACE_S", 1)
+    monkeypatch.setattr(run_queue, "HEARTBEAT_S", 1)
+    storage = run_queue.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    return run_queue.open_queue(storage, "s", create=True)
+
+
+def test_enqueue_skips_done_and_queued_runs(queue):
+    assert run_queue.enqueue(queue, fake_runs("a", "b", "c"), completed_elsewhere={"c"}) == 2
+    assert run_queue.enqueue(queue, fake_runs("a", "b", "c"), completed_elsewhere=set()) == 1  # c not queued yet
+    assert sorted(t.user_attrs["run_key"] for t in queue.trials) == ["a", "b", "c"]
+
+
+def test_each_trial_is_claimed_exactly_once_by_concurrent_workers(queue):
+    run_queue.enqueue(queue, fake_runs(*[f"k{i}" for i in range(12)]), set())
+    claimed, lock = [], threading.Lock()
+
+    def worker():
+        while (trial := run_queue.claim(queue, GROUP)) is not None:
+            with lock:
+                claimed.append(trial.user_attrs["run_key"])
+            queue.tell(trial, 1.0)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(f"k{i}" for i in range(12))
+    assert run_queue.status(queue)["done"] == 12
+
+
+def test_other_process_groups_are_not_claimed(queue):
+    run_queue.enqueue(queue, fake_runs("a"), set())
+    assert run_queue.claim(queue, ["tensorflow", False, True, 0, 0, False]) is None
+    assert run_queue.claim(queue, GROUP) is not None
+
+
+def test_real_failures_are_final_and_killed_runs_come_back(queue):
+    run_queue.enqueue(queue, fake_runs("nan", "killed"), set())
+    first, second = run_queue.claim(queue, GROUP), run_queue.claim(queue, GROUP)
+    by_key = {t.user_attrs["run_key"]: t for t in (first, second)}
+    by_key["nan"].set_user_attr(run_queue.REAL_FAILURE, "loss became nan")
+    queue.tell(by_key["nan"], state=TrialState.FAIL)
+    queue.tell(by_key["killed"], state=TrialState.FAIL)  # interrupted: no recorded reason
+    assert run_queue.enqueue(queue, fake_runs("nan", "killed"), set()) == 1
+    counts = run_queue.status(queue)
+    assert (counts["failed"], counts["killed_retried"], counts["waiting"]) == (1, 1, 1)
+
+
+def test_a_dead_workers_trial_is_retried_after_its_heartbeat_stops(queue):
+    run_queue.enqueue(queue, fake_runs("a"), set())
+    trial = run_queue.claim(queue, GROUP)
+    assert trial is not None and run_queue.claim(queue, GROUP) is None
+    time.sleep(run_queue.GRACE_S + 1.5)  # the worker "died": no heartbeat
+    run_queue.fail_stale(queue)
+    retry = run_queue.claim(queue, GROUP)
+    assert retry is not None and retry.user_attrs["run_key"] == "a" and retry.number != trial.number
+
+
+def test_a_live_workers_trial_is_not_taken(queue):
+    run_queue.enqueue(queue, fake_runs("a"), set())
+    trial = run_queue.claim(queue, GROUP)
+    with run_queue.heartbeat(trial):
+        time.sleep(run_queue.GRACE_S + 1.5)
+        run_queue.fail_stale(queue)
+        assert run_queue.claim(queue, GROUP) is None
+    queue.tell(trial, 0.5)
+    assert run_queue.status(queue)["done"] == 1
+
+
+def test_unreachable_storage_is_one_line(tmp_path):
+    with pytest.raises(HarnessError, match="run storage 'postgresql://nobody@127.0.0.1:9/x' is unreachable"):
+        run_queue.open_storage("postgresql://nobody@127.0.0.1:9/x")
+    with pytest.raises(HarnessError, match="no study named 'missing'"):
+        run_queue.open_queue(run_queue.open_storage(f"sqlite:///{tmp_path / 'o.db'}"), "missing", create=False)
+
+
+def test_processes_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path):
+    """`run` starting while `status` (or a test) opens the same new store: both used to stamp the schema."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'new' / 'optuna.db'}"
+    code = "import sys; from harness.execution.run_queue import open_storage; open_storage(sys.argv[1])"
+    processes = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+                 for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 6, [e for e in errors if e][:1]
+    assert sorted(f.name for f in (tmp_path / "new").iterdir()) == ["optuna.db"]  # no partial file left

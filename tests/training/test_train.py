@@ -1,0 +1,54 @@
+"""Training options that change how a run learns: the learning-rate schedule and label smoothing."""
+
+from functools import partial
+
+import numpy as np
+import pytest
+
+from harness.execution.prepared import prepare
+from harness.study.spec import parse_spec
+from harness.training.train import targets, total_steps, train_run
+
+SPEC = """
+name: train-options
+data: {{source: synthetic, n: 200, seed: 3}}
+base:
+  model: {{filters: 4, depth: 1, dense_units: 8}}
+  training: {{batch_size: 32, learning_rate: 0.01, schedule: {schedule}, label_smoothing: {smoothing}}}
+  stages: {{first: {{pipeline: [], epochs: 2}}, second: {{pipeline: [stretch], epochs: 1}}}}
+  stage_order: [first, second]
+"""
+
+
+def trained(tmp_path, schedule: str, smoothing: float):
+    study = prepare(parse_spec(SPEC.format(schedule=schedule, smoothing=smoothing), tmp_path / "s.yaml"))
+    run = study.runs[0]
+    images_for = partial(study.data.images_for, cache_dir=tmp_path)
+    result = train_run(run, study.data.ids, study.data.digits, images_for, keep_model=True)
+    assert result.status == "FINISHED", result.failure_reason
+    return run, result
+
+
+def test_total_steps_span_every_stage(tmp_path):
+    study = prepare(parse_spec(SPEC.format(schedule="cosine", smoothing=0), tmp_path / "s.yaml"))
+    assert total_steps(study.runs[0], 160) == 5 * 3  # ceil(160/32) batches × (2 + 1) epochs
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_cosine_schedule_ends_at_zero_after_the_last_stage(tmp_path, schedule):
+    run, result = trained(tmp_path, schedule, 0)
+    final_rate = float(result.model.optimizer.learning_rate)
+    assert int(result.model.optimizer.iterations) == total_steps(run, 160)
+    if schedule == "cosine":
+        assert final_rate == pytest.approx(0.0, abs=1e-9)
+    else:
+        assert final_rate == pytest.approx(0.01)
+
+
+def test_label_smoothing_trains_on_one_hot_targets(tmp_path):
+    run, result = trained(tmp_path, "constant", 0.2)
+    assert result.model.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
+    # a smoothed target's entropy bounds the loss from below: 0.82 on the true digit, 0.02 on each other one
+    floor = -(0.82 * np.log(0.82) + 9 * 0.02 * np.log(0.02))
+    assert result.loss >= floor
+    assert targets(np.array([3, 0]), run).tolist()[0] == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
