@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="harness", description="Why does the same CNN on the same data give "
+                                     "different accuracy? Train it many times, varying one thing at a time, and ask.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _training_commands(commands)
     _analysis_commands(commands)

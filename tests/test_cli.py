@@ -65,6 +65,14 @@ CASES = {
     ),
     "seed too large": (lambda t: spec_file(t, "name: x\nbase: {seeds: {init: 5000000000}}"), "base.seeds.init"),
     "label out of range": (broken_label, "digit"),
+    "unused pipeline, unknown step": (
+        lambda t: spec_file(t, "name: x\nbase: {pipelines: {spare: [sharpen]}}"), "pipelines.spare[0]: unknown step"),
+    "unused pipeline, bad value": (
+        lambda t: spec_file(t, "name: x\nbase: {pipelines: {spare: [{upscale: {factor: -2}}]}}"),
+        "pipelines.spare[0].upscale.factor: -2 is out of range"),
+    "run on a search spec": (
+        lambda t: spec_file(t, "name: x\nsearch: {space: {model.filters: {type: int, low: 4, high: 8}}}"),
+        "has a 'search' section: train it with `harness tune"),
 }
 
 
@@ -93,6 +101,16 @@ def test_help_lists_the_commands(cli):
     assert done.returncode == 0
     for command in ("run", "report", "export", "preview", "data"):
         assert command in done.stdout
+
+
+def test_console_script_is_installed():
+    import shutil
+    import subprocess
+
+    harness = shutil.which("harness")
+    assert harness, "pip install -e . installs the `harness` command"
+    done = subprocess.run([harness, "run", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--workers" in done.stdout
 
 
 def test_synth_then_preview_on_the_written_csv(tmp_path, cli):

@@ -17,7 +17,7 @@ def test_dacon_study_plans_on_the_real_file(real_train_csv):
 @pytest.mark.slow
 def test_one_training_on_the_real_file(real_train_csv, tmp_path, cli):
     (tmp_path / "real.yaml").write_text(
-        f"name: real\ndata: {{source: csv, path: {real_train_csv}}}\n"
+        f"name: real\nrepeats: 1\ndata: {{source: csv, path: {real_train_csv}}}\n"
         "base: {model: {filters: 8, depth: 1, dense_units: 16}, stages: {train: {pipeline: [], epochs: 1}}}\n"
     )
     done = cli("run", "real.yaml", "--no-progress")

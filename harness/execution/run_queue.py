@@ -201,6 +201,15 @@ def claim(queue: Any, process_key: list[Any]) -> Any | None:
     return None
 
 
+def record_levels(trial: Any, factors: dict[str, str], levels: dict[str, list[str]]) -> None:
+    """A run's factor levels as categorical params of its trial, so optuna-dashboard can plot and filter by them."""
+    from optuna.distributions import CategoricalDistribution
+
+    for key, label in factors.items():
+        distribution = CategoricalDistribution(levels[key])
+        trial.study._storage.set_trial_param(trial._trial_id, key, distribution.to_internal_repr(label), distribution)
+
+
 @contextmanager
 def heartbeat(trial: Any) -> Iterator[None]:
     """Beat while the trial runs, so a live worker's trial is never taken for a dead one's."""

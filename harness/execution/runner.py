@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,16 @@ class GroupWorker:
     attached: workers.Attached
     runs: list[PlannedRun]
 
+    @cached_property
+    def levels(self) -> dict[str, list[str]]:
+        """Each factor's level labels in plan order: the choices of the trial param that records a run's level."""
+        levels: dict[str, list[str]] = {}
+        for run in self.runs:
+            for key, label in run.factors.items():
+                if label not in levels.setdefault(key, []):
+                    levels[key].append(label)
+        return levels
+
     def loop(self, group: list[Any]) -> None:
         from optuna.trial import TrialState
 
@@ -129,6 +140,7 @@ class GroupWorker:
         from optuna.trial import TrialState
 
         queue = self.attached.queue
+        run_queue.record_levels(trial, run.factors, self.levels)
         try:
             result = self.attached.train(trial, run)
         except KeyboardInterrupt:

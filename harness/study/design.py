@@ -172,7 +172,13 @@ def _set_path(raw: dict[str, Any], dotted: str, value: Any, where: str = "factor
 
 
 def resolve_stages(config: RunConfig) -> tuple[Stage, ...]:
-    """Stage names → stages with concrete steps; every stage must feed the model the same image size."""
+    """Stage names → stages with concrete steps; every stage must feed the model the same image size.
+
+    Every pipeline under `pipelines` is validated, used or not: a typo in one a later edit switches on must not
+    wait until then to be found.
+    """
+    for name, raw in config.pipelines.items():
+        pipeline.parse_pipeline(raw, f"pipelines.{name}")
     stages = []
     for name in config.stage_order:
         if name not in config.stages:

@@ -187,7 +187,8 @@ class StudySpec(Strict):
     design: Literal["factorial", "one_at_a_time", "listed"] = "factorial"
     # design `listed`: named configurations, each a mapping of dotted keys to values (e.g. tune's top-k)
     points: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    repeats: int = Field(1, ge=1, le=1000)
+    # replicates per design point; 3 is the fewest that lets the report test a level (and judge seed noise)
+    repeats: int = Field(3, ge=1, le=1000)
     factors: dict[str, list[Any]] = Field(default_factory=dict)
     base: RunConfig = RunConfig()
     tracking: TrackingConfig = TrackingConfig()

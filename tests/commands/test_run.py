@@ -2,6 +2,7 @@
 
 import shutil
 
+import optuna
 import pytest
 from mlflow import MlflowClient
 
@@ -41,6 +42,8 @@ def test_quick_study_lands_in_mlflow_and_reruns_add_nothing(tmp_path, cli):
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
     assert {"predictions.csv", "config.json"} <= artifacts
     assert "study.yaml" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    queue = optuna.load_study(study_name="quick", storage=f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}")
+    assert sorted(t.params["augmentation.enabled"] for t in queue.trials) == ["off"] * 3 + ["on"] * 3  # dashboard
 
     again = cli("run", "quick.yaml", "--no-progress")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -65,6 +68,7 @@ def test_quick_study_lands_in_mlflow_and_reruns_add_nothing(tmp_path, cli):
 DIVERGING = """
 name: diverging
 data: {source: synthetic, n: 200, seed: 0}
+repeats: 1
 base:
   model: {filters: 4, depth: 1, dense_units: 8}
   training: {optimizer: sgd, learning_rate: 0.01}
@@ -78,8 +82,9 @@ factors:
 def test_diverging_run_is_recorded_failed_and_the_study_goes_on(tmp_path, cli):
     (tmp_path / "d.yaml").write_text(DIVERGING)
     done = cli("run", "d.yaml", "--no-progress")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 1, done.stderr[-3000:]  # a failed training: exit 1, its reason on stderr
     assert "1/2 runs finished" in done.stdout
+    assert "failed: " in done.stderr and "loss became nan" in done.stderr.lower()
     client = store(tmp_path)
     experiment = client.get_experiment_by_name("diverging")
     children = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'training'")
@@ -87,11 +92,11 @@ def test_diverging_run_is_recorded_failed_and_the_study_goes_on(tmp_path, cli):
     assert set(by_status) == {"FINISHED", "FAILED"}
     assert "nan" in by_status["FAILED"].data.tags["harness.failure_reason"].lower()
     again = cli("run", "d.yaml", "--no-progress")
-    assert again.returncode == 0
+    assert again.returncode == 1  # the failed run stays failed (not retried): still reported
     assert len(client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'training'")) == 2
 
     # an edited spec: its report covers only the runs it plans, and its parent's study.yaml is the new text
-    edited = DIVERGING.replace("[0.01, 1.0e+12]", "[0.01, 0.02]") + "repeats: 2\n"
+    edited = DIVERGING.replace("[0.01, 1.0e+12]", "[0.01, 0.02]").replace("repeats: 1", "repeats: 2")
     (tmp_path / "d.yaml").write_text(edited)
     assert cli("run", "d.yaml", "--no-progress").returncode == 0
     report = cli("report", "d.yaml")

@@ -10,7 +10,8 @@ from harness.study.spec import parse_spec
 
 
 def spec(text: str):
-    return parse_spec("name: t\n" + text, Path("t.yaml"))
+    """A spec with one replicate per design point unless the text sets `repeats` (the default is 3)."""
+    return parse_spec("name: t\n" + ("" if "repeats:" in text else "repeats: 1\n") + text, Path("t.yaml"))
 
 
 def test_factorial_times_repeats():
@@ -136,3 +137,11 @@ factors: {stages.a.epochs: [1, 2], stages.b.epochs: [1, 3]}
         "a.epochs=2 · b.epochs=3 · rep=0",
     ]
     assert len({r.name for r in runs}) == len(runs)
+
+
+def test_a_minimal_spec_plans_enough_runs_per_level_to_test():
+    from harness.analysis.levels import MIN_N
+
+    runs = plan_runs(parse_spec("name: t\nfactors: {model.dropout: [0.1, 0.2]}", Path("t.yaml")), "fp")
+    per_level = {level: sum(r.factors["model.dropout"] == level for r in runs) for level in ("0.1", "0.2")}
+    assert min(per_level.values()) >= MIN_N
