@@ -21,9 +21,9 @@ from common import describe, median, python_json, quiet_tensorflow, quiet_tf_log
 
 def child(n: int, epochs: int, trainings: int, op_determinism: bool) -> None:
     quiet_tensorflow()
-    from harness.execution import determinism, prepared
+    from harness.execution import prepared
     from harness.study.spec import parse_spec
-    from harness.training import preprocess
+    from harness.training import determinism, preprocess
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-determinism-"))
     settings = {"op_determinism": op_determinism, "env_flags": op_determinism}

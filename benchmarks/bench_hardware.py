@@ -53,9 +53,8 @@ def peak_flops() -> dict[str, float]:
 def child(n: int, epochs: int, intra: int, op_determinism: bool, repeats: int) -> None:
     """Examples/s of each variant (median over repeats of the steady-state epochs); prints one JSON line."""
     quiet_tensorflow()
-    from harness.execution import determinism
     from harness.study.spec import AugmentationConfig, DeterminismConfig, ModelConfig
-    from harness.training import synthetic
+    from harness.training import determinism, synthetic
 
     determinism.configure_process(DeterminismConfig(op_determinism=op_determinism, intra_op_threads=intra))
     import keras

@@ -27,9 +27,9 @@ def main() -> None:
     quiet_tensorflow()
 
     from harness import env, tracking
-    from harness.execution import determinism, prepared
+    from harness.execution import prepared
     from harness.study.spec import parse_spec
-    from harness.training import preprocess
+    from harness.training import determinism, preprocess
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     spec = parse_spec(

@@ -27,8 +27,7 @@ from harness.training.sources import load_study_data
 def train_group(spec_path: str, backend: str, group: tuple, keys: list[str], out_dir: str) -> list[dict]:
     """One process: configure backend and determinism, then train this group's runs in order."""
     from harness import env
-    from harness.execution import determinism
-    from harness.training import preprocess
+    from harness.training import determinism, preprocess
 
     determinism.configure_group((backend, *group[1:]))
     from harness.training.train import train_run

@@ -8,9 +8,9 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from harness.execution import determinism
 from harness.execution.prepared import prepare
 from harness.study.spec import load_spec
+from harness.training import determinism
 from harness.training.train import train_run
 
 

@@ -59,7 +59,7 @@ def diagnose(backends: list[str], tracking_uri: str | None, storage_url: str | N
              spec: Any = None) -> dict[str, Any]:
     """Everything `doctor` prints. `problems` are unmet study requirements (exit 2); `warnings` are not."""
     from harness import env
-    from harness.execution import determinism
+    from harness.training import determinism
 
     os.environ.setdefault("KERAS_BACKEND", backends[0])
     gpus = nvidia_gpus()

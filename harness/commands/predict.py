@@ -81,7 +81,7 @@ def ensemble_members(chosen: Chosen, k: int, fingerprint: str) -> list[Any]:
 def predict_submission(client: Any, study: str, spec: StudySpec | None, data_path: Path, out: Path,
                        k: int) -> dict[str, Any]:
     """Train (or load) K members, average their softmax over the file's images, write `id,digit`."""
-    from harness.execution import determinism
+    from harness.training import determinism
     from harness.training.data import load_contest_csv
     from harness.training.sources import load_study_data
 

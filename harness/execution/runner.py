@@ -88,7 +88,7 @@ def _show_progress(queue: Any, bar: Any) -> None:
 
 def train_group(storage_url: str, study_name: str, group: list[Any], tracking_uri: str, cache_dir: Path) -> None:
     """A training process: configure determinism first, then claim and train trials of its group until none."""
-    from harness.execution import determinism
+    from harness.training import determinism
 
     determinism.configure_group(group)
     attached = workers.Attached.connect(storage_url, study_name, tracking_uri, cache_dir)

@@ -128,7 +128,7 @@ def searched_enough(search: Any, n_trials: int, count_running: bool = False) -> 
 
 def search_worker(storage_url: str, study_name: str, worker: int, cache_dir: Path) -> None:
     """A training process: the process settings come from the spec's base; then optimize until enough trials."""
-    from harness.execution import determinism
+    from harness.training import determinism
 
     attached = workers.Attached.connect(storage_url, study_name, None, cache_dir)
     determinism.configure_process(attached.spec.base.determinism, attached.spec.base.backend)

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.execution import determinism
 from harness.files import kill_point
 from harness.study.design import PlannedRun, Stage
 from harness.study.spec import EvaluationConfig
+from harness.training import determinism
 from harness.training.model import N_CLASSES
 
 # Preprocessed images for a stage's pipeline, all rows of the data set, float32 N×H×W in [0, 1].

@@ -33,7 +33,7 @@ def configure_process(det: DeterminismConfig, backend: str = "tensorflow") -> No
 
 
 def configure_group(group: Any) -> None:
-    """`configure_process` from a process key (`design.process_key`: backend and the per-process switches)."""
+    """`configure_process` from a process key (`study.design.process_key`: backend and the per-process switches)."""
     backend, op_determinism, env_flags, intra, inter, tf32 = group
     det = DeterminismConfig(op_determinism=op_determinism, env_flags=env_flags, intra_op_threads=intra,
                             inter_op_threads=inter, tf32=tf32)
