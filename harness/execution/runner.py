@@ -119,10 +119,11 @@ class GroupWorker:
 
         queue = self.attached.queue
         runs = {run.run_key: run for run in self.runs}
+        claimer = run_queue.Claimer(queue, group)
         while True:
             if STOP_REQUESTED.is_set():
                 raise KeyboardInterrupt
-            trial = run_queue.claim(queue, group)
+            trial = claimer.claim()
             if trial is None:
                 if tuple(group) not in run_queue.group_counts(queue):
                     return

@@ -52,6 +52,37 @@ def test_each_trial_is_claimed_exactly_once_by_concurrent_workers(queue):
     assert run_queue.status(queue)["done"] == 12
 
 
+def test_claimers_keep_their_list_and_still_claim_each_trial_once(queue, monkeypatch):
+    run_queue.enqueue(queue, fake_runs(*[f"k{i}" for i in range(12)]), set())
+    claimed, listings, lock = [], [], threading.Lock()
+    list_waiting = run_queue.Claimer._list_waiting
+
+    def counted(self):
+        listings.append(1)
+        return list_waiting(self)
+
+    monkeypatch.setattr(run_queue.Claimer, "_list_waiting", counted)
+
+    def worker():
+        claimer = run_queue.Claimer(queue, GROUP)
+        while (trial := claimer.claim()) is not None:
+            with lock:
+                claimed.append(trial.user_attrs["run_key"])
+            queue.tell(trial, 1.0)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(f"k{i}" for i in range(12))
+    assert len(listings) < 12  # the waiting list is not re-read for every claim
+    late = run_queue.Claimer(queue, GROUP)
+    assert late.claim() is None
+    run_queue.enqueue(queue, fake_runs("late"), set())
+    assert late.claim().user_attrs["run_key"] == "late"  # an empty copy is listed again
+
+
 def test_other_process_groups_are_not_claimed(queue):
     run_queue.enqueue(queue, fake_runs("a"), set())
     assert run_queue.claim(queue, ["tensorflow", False, True, 0, 0, False]) is None

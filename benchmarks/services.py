@@ -1,0 +1,91 @@
+"""Real services on loopback for benchmarks and tests: a throwaway PostgreSQL and an `mlflow server`.
+
+Both bind 127.0.0.1 on a free port and are stopped (and their folders removed) when the context ends.
+PostgreSQL needs Debian's server binaries (`apt-get install postgresql`); `postgres_binaries()` says if they are here.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {seconds} s")
+
+
+def postgres_binaries() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    return Path(found[-1]) if found else None
+
+
+@contextmanager
+def postgres(databases: tuple[str, ...] = ("optuna", "mlflow"), max_connections: int = 100) -> Iterator[str]:
+    """A PostgreSQL server with `databases`; yields `postgresql://postgres@127.0.0.1:PORT` (append /DB)."""
+    bin_dir, port = postgres_binaries(), free_port()
+    if bin_dir is None:
+        raise RuntimeError("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    # its own folder outside pytest's (root-only) tmp tree: the server runs as the postgres user
+    data = Path(tempfile.mkdtemp(prefix="harness-pg-")) / "data"
+    data.parent.chmod(0o777)
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_postgres, bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust"], check=True,
+                   capture_output=True)
+    options = f"-p {port} -h 127.0.0.1 -k {data.parent} -c max_connections={max_connections}"
+    subprocess.run([*as_postgres, bin_dir / "pg_ctl", "-D", data, "-o", options, "-w", "-l", data.parent / "log",
+                    "start"], check=True, capture_output=True)
+    try:
+        for name in databases:
+            subprocess.run([bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name],
+                           check=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_postgres, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+@contextmanager
+def mlflow_server(backend_store_uri: str, artifacts: Path, workers: int = 1) -> Iterator[str]:
+    """`mlflow server` on loopback serving artifacts from `artifacts`; yields its URL once /health answers."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
+         "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, "mlflow server", 120)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
