@@ -21,7 +21,7 @@ from harness.analysis.bit_identity import determinism_cost, identical_groups
 from harness.analysis.cv import cross_validation
 from harness.analysis.decomposition import random_effects, seeds_needed, variance_decomposition
 from harness.analysis.failures import failure_table
-from harness.analysis.flips import default_pairs, flip_analysis, load_predictions
+from harness.analysis.flips import default_pairs, flip_analysis, load_predictions, settings
 from harness.analysis.levels import level_summary, mean_tests, variance_tests
 from harness.analysis.multiplicity import control_family
 from harness.analysis.runs_table import (
@@ -79,7 +79,7 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
     rep["identical"]["cost"] = determinism_cost(df)
     preds, problems = load_predictions(df, table_dir)
     keys = list(preds)
-    rep["flips"] = flip_analysis(preds, default_pairs(df, keys)) if len(preds) >= 2 else {
+    rep["flips"] = flip_analysis(preds, default_pairs(df, keys), setting=settings(df, keys)) if len(preds) >= 2 else {
         "reason": "needs predictions from >= 2 finished runs", "n_runs": len(preds)}
     rep["flips"]["problems"] = problems
     rep["cross_validation"] = cross_validation(df, preds, varied)

@@ -196,7 +196,8 @@ def verdict(rep: dict[str, Any]) -> list[str]:
     if fl.get("mean_churn") is not None:
         out.append(f"Between two runs {_pct(fl['mean_churn'], 2)} of validation predictions differ on average "
                    f"(max {_pct(fl['max_churn'], 2)}); {_pct(fl['frac_ever_flipped'], 2)} of {fl['n_ids']} examples "
-                   f"flipped at least once; majority vote of {fl['n_runs']} runs scores "
+                   f"flipped at least once; majority vote of {fl.get('majority_vote_runs', fl['n_runs'])} runs of one "
+                   f"configuration scores "
                    f"{_pct(fl['majority_vote_accuracy'], 2)} vs {_pct(fl['mean_run_accuracy'], 2)} for a single run.")
     out += _cv_sentences(rep.get("cross_validation"))
     if rep["n_failed"]:
