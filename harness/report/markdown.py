@@ -31,7 +31,8 @@ def _factor(name: str, f: dict[str, Any], plots: dict[str, str]) -> list[str]:
     v, m = f["variance_tests"], f["mean_tests"]
     out.append("")
     if v["testable"]:
-        out.append(f"- Spread: Brown–Forsythe {fmt_p(v['brown_forsythe']['p'])}, Levene {fmt_p(v['levene']['p'])}, "
+        out.append(f"- Spread: Bartlett {fmt_p((v.get('bartlett') or {}).get('p'))}, "
+                   f"Brown–Forsythe {fmt_p(v['brown_forsythe']['p'])}, Levene {fmt_p(v['levene']['p'])}, "
                    f"Fligner–Killeen {fmt_p(v['fligner']['p'])}")
     else:
         out.append(f"- Spread: {v['reason']}")
@@ -74,7 +75,7 @@ def _seed_spread(sp: dict[str, Any] | None) -> list[str]:
         return []
     out = [f"- Seed-source spread (all-fixed level: {sp['fixed_level'] or 'none found'}). {sp['note']}".rstrip(), ""]
     return out + _table(["level", "distinct runs", "std pp", "95% CI std pp (χ²)", "variance ratio vs fixed",
-                         "Brown–Forsythe p vs fixed"],
+                         "Bartlett p vs fixed"],
                         [[r["level"], str(r["n"]), _pct(r["std"]), _ci(r["std_ci"]), _num(r["variance_ratio"]),
                           _num(r["p_vs_fixed"])] for r in sp["levels"]]) + [""]
 

@@ -38,13 +38,17 @@ def verdict_claims(rep: dict[str, Any]) -> list[dict[str, Any]]:
         if f.get("role", "treatment") == "treatment" and f["mean_tests"]["testable"]:
             test, p = _mean_p(f)
             claims.append({"factor": name, "kind": "mean", "test": test, "p": p})
-        if f.get("role", "treatment") == "treatment" and f["variance_tests"]["testable"]:
-            claims.append({"factor": name, "kind": "spread", "test": "Brown–Forsythe",
-                           "p": (f["variance_tests"]["brown_forsythe"] or {}).get("p")})
+        paired = f["mean_tests"].get("paired")
+        if f.get("role", "treatment") == "treatment" and paired and paired["spread_p"] is not None:
+            claims.append({"factor": name, "kind": "spread", "test": "Pitman–Morgan (seed blocks)",
+                           "p": paired["spread_p"]})
+        elif f.get("role", "treatment") == "treatment" and f["variance_tests"]["testable"]:
+            claims.append({"factor": name, "kind": "spread", "test": "Bartlett",
+                           "p": (f["variance_tests"].get("bartlett") or {}).get("p")})
         for lv in (f.get("seed_spread") or {}).get("levels", []):
             if lv["p_vs_fixed"] is not None:
                 claims.append({"factor": name, "level": lv["level"], "kind": "seed_source",
-                               "test": "Brown–Forsythe vs all-fixed", "p": lv["p_vs_fixed"]})
+                               "test": "Bartlett vs all-fixed", "p": lv["p_vs_fixed"]})
         if (f.get("failures") or {}).get("fisher_p") is not None:
             claims.append({"factor": name, "kind": "failures", "test": f["failures"]["method"],
                            "p": f["failures"]["fisher_p"]})
@@ -87,7 +91,7 @@ def _effect_text(bw: dict[str, Any]) -> str:
 
 
 def _spread_sentences(rep: dict[str, Any], alpha: float) -> list[str]:
-    """Where the spread itself differs by level (Brown–Forsythe, Holm over the family), name the extremes."""
+    """Where the spread itself differs by level (Bartlett, Holm over the family), name the extremes."""
     out = []
     for name, f in rep["factors"].items():
         claim = _claim(rep, name, "spread")
@@ -95,7 +99,7 @@ def _spread_sentences(rep: dict[str, Any], alpha: float) -> list[str]:
         if claim is None or not claim["reject"] or len(levels) < 2:
             continue
         ranked = sorted(levels, key=lambda r: r["std"])
-        out.append(f"The spread differs across {name} levels (Brown–Forsythe, Holm {fmt_p(claim['p_holm'])}): std "
+        out.append(f"The spread differs across {name} levels ({claim['test']}, Holm {fmt_p(claim['p_holm'])}): std "
                    f"{100 * ranked[-1]['std']:.2f} pp with {ranked[-1]['level']} vs "
                    f"{100 * ranked[0]['std']:.2f} pp with {ranked[0]['level']}.")
     return out
