@@ -2,14 +2,16 @@
 
 The question is not whether level means differ (each level's mean is one draw of a random process) but
 how much each source spreads accuracy. Per level: the std over distinct runs with its chi-square 95%
-interval, compared against the all-fixed level (no source redrawn). The all-fixed level is the one whose
+interval, compared against the all-fixed level (no source redrawn). When other factors vary too, the std is
+pooled within their settings (deviations from each setting's mean, df = runs − settings), so a treatment
+effect is not mistaken for seed spread. The all-fixed level is the one whose
 runs all share one seed block (or, without `seed_block`, is labelled `none`, `[]` or empty).
 
 - All-fixed level deterministic (one distinct training, or no spread): its variance is 0, so the level's
   std interval is the source's own spread; there is nothing to test against.
-- All-fixed level with spread (nondeterministic kernels): Bartlett's test (scipy bartlett; exact size under
-  normal noise at small n, where Brown–Forsythe is far too conservative) of the level against the all-fixed
-  level, and the F ratio of variances with its 95% interval (scipy f).
+- All-fixed level with spread (nondeterministic kernels): the two-sided F test of the level's variance
+  against the all-fixed level's (scipy.stats.f; exact under normal noise, as Bartlett's test with two
+  groups, and it takes the pooled degrees of freedom), with the variance ratio's 95% interval.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import pandas as pd
 from scipy import stats as ss
 
 from harness.analysis.common import num, quiet
-from harness.analysis.intervals import std_ci
+from harness.analysis.intervals import std_bounds
+from harness.analysis.runs_table import factor_columns
 from harness.analysis.structure import labels, rows_for
 
 FIXED_LABELS = ("none", "[]", "")
@@ -48,26 +51,39 @@ def seed_source_spread(df: pd.DataFrame, factor: str, rows: pd.DataFrame | None 
         out["note"] = "no finished runs"
         return out
     lab = labels(rows, factor)
-    groups = {str(k): g.to_numpy(float) for k, g in rows["accuracy"].groupby(lab, sort=False)}
+    others = [f for f in factor_columns(df) if f != factor and f in rows.columns and rows[f].nunique() > 1]
+    cell = rows[others].astype(str).agg(" · ".join, axis=1) if others else pd.Series("", index=rows.index)
+    y = rows["accuracy"].astype(float)
+    resid = y - y.groupby([lab, cell]).transform("mean")
+    pooled: dict[str, tuple[np.ndarray, int]] = {}
+    for level in lab.unique():
+        idx = lab.index[lab == level]
+        pooled[str(level)] = (resid.loc[idx].to_numpy(float), int(len(idx) - cell.loc[idx].nunique()))
     fixed = fixed_level(rows, factor)
-    base = groups.get(fixed) if fixed is not None else None
-    deterministic = base is not None and (len(base) < 2 or np.ptp(base) == 0)
+    base = pooled.get(fixed) if fixed is not None else None
+    deterministic = bool(base is not None and (base[1] < 1 or np.ptp(base[0]) == 0))
     out.update(fixed_level=fixed, fixed_deterministic=deterministic if base is not None else None)
+    if others:
+        out["note"] = f"stds pooled within settings of {', '.join(others)}. "
     if fixed is None:
-        out["note"] = "no all-fixed level: stds are not compared against a baseline"
+        out["note"] += "no all-fixed level: stds are not compared against a baseline"
     elif deterministic:
-        out["note"] = (f"all-fixed level '{fixed}' is deterministic ({len(base)} distinct run(s)): "
-                       "each level's std is its sources' own spread")
-    for level, x in groups.items():
-        row: dict[str, Any] = {"level": level, "n": int(len(x)), "std": num(np.std(x, ddof=1)) if len(x) > 1 else None,
-                               "std_ci": std_ci(x) if len(x) > 1 else None, "variance_ratio": None,
-                               "variance_ratio_ci": None, "p_vs_fixed": None}
-        if base is not None and level != fixed and not deterministic and len(x) >= 2 and len(base) >= 2:
-            v, v0 = np.var(x, ddof=1), np.var(base, ddof=1)
-            d1, d2 = len(x) - 1, len(base) - 1
+        out["note"] += (f"all-fixed level '{fixed}' is deterministic (no spread within a setting): "
+                        "each level's std is its sources' own spread")
+    out["note"] = out["note"].strip()
+    for level, (r, dof) in pooled.items():
+        sd = float(np.sqrt(np.sum(r**2) / dof)) if dof >= 1 else None
+        row: dict[str, Any] = {"level": level, "n": int(len(r)), "df": dof, "std": num(sd),
+                               "std_ci": None, "variance_ratio": None, "variance_ratio_ci": None, "p_vs_fixed": None}
+        if sd is not None:
+            lo, hi = std_bounds(sd, dof)
+            row["std_ci"] = [num(lo), num(hi)]
+        if base is not None and level != fixed and not deterministic and sd is not None:
+            v0, d2 = float(np.sum(base[0] ** 2) / base[1]), base[1]
+            ratio = sd**2 / v0
             with quiet():
-                row["p_vs_fixed"] = num(ss.bartlett(x, base).pvalue)
-            row["variance_ratio"] = num(v / v0)
-            row["variance_ratio_ci"] = [num(v / v0 / ss.f.ppf(0.975, d1, d2)), num(v / v0 / ss.f.ppf(0.025, d1, d2))]
+                tail = min(ss.f.cdf(ratio, dof, d2), ss.f.sf(ratio, dof, d2))
+            row.update(p_vs_fixed=num(min(1.0, 2 * tail)), variance_ratio=num(ratio),
+                       variance_ratio_ci=[num(ratio / ss.f.ppf(0.975, dof, d2)), num(ratio / ss.f.ppf(0.025, dof, d2))])
         out["levels"].append(row)
     return out

@@ -75,7 +75,7 @@ def _seed_spread(sp: dict[str, Any] | None) -> list[str]:
         return []
     out = [f"- Seed-source spread (all-fixed level: {sp['fixed_level'] or 'none found'}). {sp['note']}".rstrip(), ""]
     return out + _table(["level", "distinct runs", "std pp", "95% CI std pp (χ²)", "variance ratio vs fixed",
-                         "Bartlett p vs fixed"],
+                         "F-test p vs fixed"],
                         [[r["level"], str(r["n"]), _pct(r["std"]), _ci(r["std_ci"]), _num(r["variance_ratio"]),
                           _num(r["p_vs_fixed"])] for r in sp["levels"]]) + [""]
 

@@ -48,7 +48,7 @@ def verdict_claims(rep: dict[str, Any]) -> list[dict[str, Any]]:
         for lv in (f.get("seed_spread") or {}).get("levels", []):
             if lv["p_vs_fixed"] is not None:
                 claims.append({"factor": name, "level": lv["level"], "kind": "seed_source",
-                               "test": "Bartlett vs all-fixed", "p": lv["p_vs_fixed"]})
+                               "test": "F test of variances vs all-fixed", "p": lv["p_vs_fixed"]})
         if (f.get("failures") or {}).get("fisher_p") is not None:
             claims.append({"factor": name, "kind": "failures", "test": f["failures"]["method"],
                            "p": f["failures"]["fisher_p"]})

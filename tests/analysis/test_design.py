@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,6 +73,17 @@ def test_seed_sources_are_stds_against_the_all_fixed_level() -> None:
     assert "seeds.fresh" not in rep["decomposition"]["factors"]  # not a mean effect
     assert not any(c["factor"] == "seeds.fresh" and c["kind"] == "mean" for c in rep["multiplicity"]["claims"])
     assert any(s.startswith("Seed sources (seeds.fresh): accuracy std per level order") for s in rep["verdict"])
+    json.dumps(rep, allow_nan=False)  # report.json must serialise
+
+
+def test_seed_source_std_is_pooled_within_other_settings() -> None:
+    rows = [{"seeds.fresh": fresh, "lr": lr, "seed_block": "b0" if fresh == "none" else f"o{r}",
+             "accuracy": 0.9 + (0.01 if lr == "b" else 0) + (0.002 * r if fresh == "order" else 0)}
+            for fresh in ("none", "order") for lr in ("a", "b") for r in range(4)]
+    spread = analyze(pd.DataFrame(rows))["factors"]["seeds.fresh"]["seed_spread"]
+    fixed, order = spread["levels"]
+    assert spread["fixed_deterministic"] and fixed["std"] == pytest.approx(0.0)  # lr's +1 pp is not seed spread
+    assert order["df"] == 6 and order["std"] == pytest.approx(np.std([0, 0.002, 0.004, 0.006], ddof=1))
 
 
 def test_seed_source_with_nondeterministic_fixed_level_is_tested() -> None:
@@ -80,7 +93,9 @@ def test_seed_source_with_nondeterministic_fixed_level_is_tested() -> None:
     rows += [{"seeds.fresh": "init", "seed_block": f"i{i}", "accuracy": a} for i, a in enumerate(init)]
     rep = analyze(pd.DataFrame(rows))
     row = next(r for r in rep["factors"]["seeds.fresh"]["seed_spread"]["levels"] if r["level"] == "init")
-    assert row["p_vs_fixed"] == pytest.approx(ss.bartlett(init, fixed).pvalue, rel=1e-8)
+    ratio = np.var(init, ddof=1) / np.var(fixed, ddof=1)
+    assert row["p_vs_fixed"] == pytest.approx(2 * ss.f.sf(ratio, 7, 7), rel=1e-8)  # two-sided F test
+    assert row["p_vs_fixed"] == pytest.approx(ss.bartlett(init, fixed).pvalue, abs=0.01)
     claim = next(c for c in rep["multiplicity"]["claims"] if c["kind"] == "seed_source")
     assert claim["reject"]
 
