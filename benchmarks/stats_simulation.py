@@ -68,6 +68,14 @@ def main() -> int:
                      "≥ 0.9" if k == 5 else ""))
     pr = sim.paired(rng(40), n, shift=0.02, blocks=3)
     rows.append(("power 2 pp shift, paired, 3 blocks", float(np.mean(sim.holm_adjust(pr["family"])[:, 0] < 0.05)), ""))
+    for reps in (1, 2):
+        r = sim.crossed(rng(60 + reps), n, reps=reps)
+        rows += [(f"coverage partial-share CI, crossed 6 × 6 × {reps}, order (0.6 of total)", r["a_covered"].mean(),
+                  "[0.93, 0.97]"),
+                 (f"coverage partial-share CI, crossed 6 × 6 × {reps}, init (0.2 of total)", r["b_covered"].mean(),
+                  "[0.93, 0.97]"),
+                 (f"power crossed 6 × 6 × {reps}: order / init found", (r["a_p"] < 0.05).mean(), "≥ 0.9"),
+                 ("  init", (r["b_p"] < 0.05).mean(), "≥ 0.9" if reps == 2 else "")]
     for k in (10, 30, 45):
         rows.append((f"power 3× variance (Bartlett), {k} runs per level", sim.variance_power(rng(50 + k), n, k),
                      "≥ 0.9" if k == 45 else ""))

@@ -171,18 +171,29 @@ def share_of(lam: float, n: int) -> float | None:
     return 1.0 if math.isinf(lam) else num(lam / (lam + n))
 
 
-def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = None) -> dict[str, Any]:
-    """Variance component of `factor` (a seed) vs residual: REML estimates and the F-based share CI."""
+def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = None,
+                   crossed: list[str] | None = None) -> dict[str, Any]:
+    """Variance component of `factor` (a seed) vs residual: REML estimates and the F-based share CI.
+
+    `crossed`: other seed factors varied across `factor` (e.g. seeds.order × seeds.init). They are fitted
+    jointly: REML with one variance component per seed factor (MixedLM vc_formula), and the F of `factor`
+    from the ANOVA with the crossed factors in the model. `share` is then σ²_factor over the total of all
+    components; the exact F interval (Searle) is for the partial share σ²_factor / (σ²_factor + σ²_residual)
+    and is reported as `partial_share_ci` (`share_ci` stays null: no exact interval for the share of the
+    total with crossed components).
+    """
     import statsmodels.formula.api as smf
 
     fin = distinct_runs(df).reset_index(drop=True)
     out: dict[str, Any] = {"factor": factor, "testable": False, "reason": None, "levels": 0,
                            "sd_factor": None, "sd_residual": None, "share": None, "share_ci": None,
+                           "partial_share": None, "partial_share_ci": None, "crossed": [],
                            "method": "REML (statsmodels MixedLM); share CI from the ANOVA F (Searle)"}
     if factor not in fin.columns:
         out["reason"] = "not in the runs table"
         return out
-    others = [f for f in (others or []) if f != factor and f in fin.columns]
+    crossed = [f for f in (crossed or []) if f != factor and f in fin.columns and _labels(fin, f).nunique() > 1]
+    others = [f for f in (others or []) if f != factor and f in fin.columns and f not in crossed]
     used, _ = _model_terms(fin, [factor, *others])
     g = _labels(fin, factor)
     out["levels"] = int(g.nunique())
@@ -194,22 +205,40 @@ def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = 
         out["reason"] = "not testable: all values identical"
         return out
     fixed = [f for f in used if f != factor]
-    d = pd.DataFrame({"y": y, "g": g, **{f"x{i}": _labels(fin, f) for i, f in enumerate(fixed)}})
+    d = pd.DataFrame({"y": y, "g": g, **{f"x{i}": _labels(fin, f) for i, f in enumerate(fixed)},
+                      **{f"z{i}": _labels(fin, f) for i, f in enumerate(crossed)}})
     rhs = " + ".join(f"C(x{i})" for i in range(len(fixed))) or "1"
+    terms = ["C(g)", *[f"C(x{i})" for i in range(len(fixed))], *[f"C(z{i})" for i in range(len(crossed))]]
     with quiet():
-        fit = smf.mixedlm(f"y ~ {rhs}", d, groups=d["g"]).fit(reml=True)
-        table = _fit_table(d, f"y ~ {' + '.join(['C(g)', *[f'C(x{i})' for i in range(len(fixed))]])}")
-    var_a, var_e = max(float(fit.cov_re.iloc[0, 0]), 0.0), float(fit.scale)
+        if crossed:
+            d["one"] = 1
+            vc = {"g": "0 + C(g)", **{f"z{i}": f"0 + C(z{i})" for i in range(len(crossed))}}
+            fit = smf.mixedlm(f"y ~ {rhs}", d, groups="one", re_formula="0", vc_formula=vc).fit(reml=True)
+            comps = dict(zip(fit.model.exog_vc.names, np.maximum(np.asarray(fit.vcomp, float), 0.0), strict=True))
+            var_a, var_other = comps["g"], sum(v for k, v in comps.items() if k != "g")
+        else:
+            fit = smf.mixedlm(f"y ~ {rhs}", d, groups=d["g"]).fit(reml=True)
+            var_a, var_other = max(float(fit.cov_re.iloc[0, 0]), 0.0), 0.0
+        table = _fit_table(d, "y ~ " + " + ".join(terms))
+    var_e = float(fit.scale)
+    total = var_a + var_other + var_e
     out.update(testable=True, sd_factor=num(math.sqrt(var_a)), sd_residual=num(math.sqrt(var_e)),
-               share=num(var_a / (var_a + var_e)) if var_a + var_e > 0 else None, converged=bool(fit.converged))
+               share=num(var_a / total) if total > 0 else None,
+               partial_share=num(var_a / (var_a + var_e)) if var_a + var_e > 0 else None,
+               converged=bool(fit.converged), crossed=crossed)
     f_obs, df1, df2 = float(table["F"].iloc[0]), float(table["df"].iloc[0]), float(table["df"].iloc[-1])
     counts = g.value_counts().to_numpy(float)
     n0 = (counts.sum() - np.sum(counts**2) / counts.sum()) / (len(counts) - 1)
     if math.isfinite(f_obs) and df2 > 0:
         lo_f = f_obs / ss.f.ppf(1 - ALPHA / 2, df1, df2)
         hi_f = f_obs / ss.f.ppf(ALPHA / 2, df1, df2)
-        out["share_ci"] = [num(max(0.0, (lo_f - 1) / (lo_f + n0 - 1))), num(min(1.0, (hi_f - 1) / (hi_f + n0 - 1)))]
+        ci = [num(max(0.0, (lo_f - 1) / (lo_f + n0 - 1))), num(min(1.0, (hi_f - 1) / (hi_f + n0 - 1)))]
+        out["partial_share_ci"] = ci
+        out["share_ci"] = None if crossed else ci
         out["p"] = num(table["PR(>F)"].iloc[0])
+    if crossed:
+        out["method"] = (f"joint REML with {', '.join(crossed)} (statsmodels MixedLM, crossed variance components); "
+                         "partial-share CI from the ANOVA F with the crossed factors in the model (Searle)")
     return out
 
 

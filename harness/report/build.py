@@ -73,8 +73,9 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
     # seed sources are variances, not mean effects: they stay in the residual ("seed noise")
     fixed = [f for f in varied if roles[f] != "seed_source"]
     rep["decomposition"] = variance_decomposition(df, fixed)
-    rep["random_effects"] = {f: random_effects(df, f, others=fixed) for f in varied
-                             if roles[f] == "seed_source" and _seed_values(fin, f) and fin[f].nunique() >= 3}
+    seed_values = [f for f in varied if roles[f] == "seed_source" and _seed_values(fin, f)]
+    rep["random_effects"] = {f: random_effects(df, f, others=fixed, crossed=seed_values) for f in seed_values
+                             if fin[f].nunique() >= 3}
     rep["identical"] = identical_groups(df)
     rep["identical"]["cost"] = determinism_cost(df)
     preds, problems = load_predictions(df, table_dir)

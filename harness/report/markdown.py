@@ -116,7 +116,12 @@ def _decomposition(dec: dict[str, Any], re: dict[str, Any]) -> list[str]:
     for f, why in dec["excluded"].items():
         out.append(f"- {f}: left out ({why})")
     for f, r in re.items():
-        if r["testable"]:
+        if r["testable"] and r.get("crossed"):
+            out.append(f"- Random effect {f} ({r['levels']} levels, {r['method']}): share of all seed variance "
+                       f"{_pct(r['share'], 1)}%; vs residual only {_pct(r['partial_share'], 1)}% (95% CI "
+                       f"{_ci(r['partial_share_ci'], 1)}%), sd {_pct(r['sd_factor'])} pp vs residual "
+                       f"{_pct(r['sd_residual'])} pp")
+        elif r["testable"]:
             out.append(f"- Random effect {f} ({r['levels']} levels, {r['method']}): share {_pct(r['share'], 1)}% "
                        f"(95% CI {_ci(r['share_ci'], 1)}%), sd {_pct(r['sd_factor'])} pp vs residual "
                        f"{_pct(r['sd_residual'])} pp")

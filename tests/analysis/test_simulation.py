@@ -137,3 +137,24 @@ def test_power_for_planted_effects() -> None:
     # 3× the variance at one level needs ~45 runs per level for Bartlett at power 0.9
     assert sim.variance_power(np.random.default_rng(51), STUDIES, 45) >= 0.9
     assert sim.variance_power(np.random.default_rng(52), STUDIES, 10) < 0.5  # and is hopeless at 10
+
+
+def test_crossed_seed_sources_fitted_jointly() -> None:
+    r = sim.crossed(np.random.default_rng(60), 1)
+    y = r["y"][0]
+    rows = [{"seeds.order": str(i), "seeds.init": str(j), "accuracy": 0.9 + 0.003 * y[i, j, 0]}
+            for i in range(6) for j in range(6)]
+    rep = analyze(pd.DataFrame(rows))
+    order, init = rep["random_effects"]["seeds.order"], rep["random_effects"]["seeds.init"]
+    assert order["crossed"] == ["seeds.init"] and init["crossed"] == ["seeds.order"]
+    assert order["partial_share_ci"] == pytest.approx(list(r["a_ci"][0]), rel=1e-8)  # joint F, not one at a time
+    assert init["partial_share_ci"] == pytest.approx(list(r["b_ci"][0]), rel=1e-8)
+    assert order["share_ci"] is None  # no exact interval for the share of the total
+
+    r = sim.crossed(np.random.default_rng(61), STUDIES)
+    for name in ("a", "b"):
+        cover = r[f"{name}_covered"].mean()
+        assert 0.93 <= cover <= 0.97, (name, cover)
+    assert (r["a_p"] < 0.05).mean() >= 0.9 and (r["b_p"] < 0.05).mean() >= 0.8  # 0.98 / 0.86 at 6 × 6 × 1
+    r = sim.crossed(np.random.default_rng(62), STUDIES, reps=2)
+    assert (r["a_p"] < 0.05).mean() >= 0.9 and (r["b_p"] < 0.05).mean() >= 0.9  # 1.00 / 0.97 with 2 runs per cell
