@@ -18,7 +18,7 @@ from scipy import stats as ss
 
 from harness.analysis.common import num, quiet
 from harness.analysis.runs_table import finished_runs
-from harness.analysis.structure import labels
+from harness.analysis.structure import labels, rows_for
 
 N_RESAMPLES = 9999
 
@@ -30,6 +30,7 @@ def failure_table(df: pd.DataFrame, factor: str) -> dict[str, Any]:
     out: dict[str, Any] = {"factor": factor, "levels": [], "n_failed": 0, "fisher_p": None, "method": None}
     if factor not in df.columns or df.empty:
         return out
+    df = rows_for(df, factor, rows=df)  # one-at-a-time: the base runs and this factor's moves, failed or not
     ok = pd.Series(False, index=df.index)
     ok[finished_runs(df).index] = True
     lab = labels(df, factor)

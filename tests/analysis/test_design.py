@@ -140,3 +140,15 @@ def test_mcnemar_pairs_and_vote_stay_within_a_setting() -> None:
     fl = flip_analysis(preds, default_pairs(df, keys), setting=settings(df, keys))
     assert fl["majority_vote_runs"] == 2 and fl["majority_vote_setting"] == "1"
     assert fl["majority_vote_accuracy"] == pytest.approx(1.0)  # mixing lr=1 with lr=2 would score 0.5
+
+
+def test_one_at_a_time_failures_count_base_runs_only() -> None:
+    from harness.analysis.failures import failure_table
+
+    rows = [{"A": a, "B": b, "design": "one_at_a_time", "accuracy": np.nan if (b == "b1" and i < 3) else 0.9,
+             "status": "FAILED" if (b == "b1" and i < 3) else "FINISHED"}
+            for a, b in (("a0", "b0"), ("a1", "b0"), ("a0", "b1")) for i in range(5)]
+    df = pd.DataFrame(rows)
+    assert [(r["level"], r["failed"], r["runs"]) for r in failure_table(df, "A")["levels"]] == [
+        ("a0", 0, 5), ("a1", 0, 5)]  # B's failures are not a0's
+    assert [(r["level"], r["failed"]) for r in failure_table(df, "B")["levels"]] == [("b0", 0), ("b1", 3)]
