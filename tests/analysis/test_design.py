@@ -152,3 +152,18 @@ def test_one_at_a_time_failures_count_base_runs_only() -> None:
     assert [(r["level"], r["failed"], r["runs"]) for r in failure_table(df, "A")["levels"]] == [
         ("a0", 0, 5), ("a1", 0, 5)]  # B's failures are not a0's
     assert [(r["level"], r["failed"]) for r in failure_table(df, "B")["levels"]] == [("b0", 0), ("b1", 3)]
+
+
+def test_omega_squared_matches_the_statsmodels_anova_table() -> None:
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.anova import anova_lm
+
+    from harness.analysis.levels import mean_tests
+
+    rng = np.random.default_rng(12)
+    df = pd.DataFrame({"f": np.repeat(["a", "b", "c"], [4, 5, 6]), "accuracy": 0.9 + rng.normal(0, 0.005, 15)})
+    df.loc[df["f"] == "c", "accuracy"] += 0.004
+    table = anova_lm(smf.ols("accuracy ~ C(f)", data=df).fit(), typ=2)
+    ss_b, ss_w = table["sum_sq"]
+    ms_w = ss_w / table["df"].iloc[1]
+    assert mean_tests(df, "f")["omega_squared"] == pytest.approx((ss_b - 2 * ms_w) / (ss_b + ss_w + ms_w), rel=1e-8)
