@@ -127,15 +127,20 @@ def _seed_source_sentences(rep: dict[str, Any]) -> list[str]:
 
 
 def _failure_sentences(rep: dict[str, Any]) -> list[str]:
-    out = []
+    """Factors whose failure rates differ (Holm), with the counts; the others in one sentence."""
+    out, calm = [], []
     for name, f in rep["factors"].items():
         fail = f.get("failures") or {}
         claim = _claim(rep, name, "failures")
         if not fail.get("n_failed") or claim is None:
             continue
-        rates = ", ".join(f"{lv['level']} {lv['failed']}/{lv['runs']}" for lv in fail["levels"])
-        how = "differ" if claim["reject"] else "do not differ detectably"
-        out.append(f"Failures by {name}: {rates}; rates {how} ({fail['method']}, Holm {fmt_p(claim['p_holm'])}).")
+        if claim["reject"]:
+            rates = ", ".join(f"{lv['level']} {lv['failed']}/{lv['runs']}" for lv in fail["levels"])
+            out.append(f"Failures differ by {name}: {rates} ({fail['method']}, Holm {fmt_p(claim['p_holm'])}).")
+        else:
+            calm.append(f"{name} (Holm {fmt_p(claim['p_holm'])})")
+    if calm:
+        out.append("Failure rates do not differ detectably by " + ", ".join(calm) + " (Fisher's exact test).")
     return out
 
 

@@ -104,7 +104,11 @@ def test_unbalanced_with_failures() -> None:
     table = np.array([[3, 7], [0, 10], [1, 9]])
     mc = ss.MonteCarloMethod(n_resamples=9999, rng=np.random.default_rng(0))
     assert _claims(rep, "opt")["failures"] == pytest.approx(ss.fisher_exact(table, method=mc).pvalue, rel=1e-8)
-    assert any(s.startswith("Failures by opt: x 3/10, y 0/10, z 1/10") for s in rep["verdict"])
+    assert any(s.startswith("Failure rates do not differ detectably by opt (Holm p=") for s in rep["verdict"])
+    rows = [{"opt": lv, "accuracy": np.nan if fail else 0.9 + 0.001 * i, "status": "FAILED" if fail else "FINISHED"}
+            for lv, n_fail in (("x", 8), ("y", 0)) for i in range(10) for fail in [i < n_fail]]
+    rep = analyze(pd.DataFrame(rows))
+    assert any(s.startswith("Failures differ by opt: x 8/10, y 0/10 (Fisher exact, Holm p=") for s in rep["verdict"])
 
     r = sim.failures(np.random.default_rng(23), 300)
     size = np.nanmean(r["family"] < 0.05, axis=0)
