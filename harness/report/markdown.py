@@ -183,7 +183,12 @@ def _cross_validation(cv: dict[str, Any] | None) -> list[str]:
         rows.append([", ".join(f"{k}={v}" for k, v in g["setting"].items()) or "all", str(g["n_seeds"]),
                      _pct(g["mean"]), _ci(g["ci"]), " ".join(_pct(a) for a in g["per_seed"]),
                      _pct(ens.get("accuracy"))])
-    return out + _table(["setting", "seeds", "CV mean %", "95% CI", "per seed", "ensemble %"], rows) + [""]
+    out += _table(["setting", "seeds", "CV mean %", "95% CI", "per seed", "ensemble %"], rows) + [""]
+    if cv.get("comparisons"):
+        out += _table(["a − b", "diff pp", "95% CI pp", "test", "p (Holm within CV)"],
+                      [[f"{c['a']} − {c['b']}", _pct(c["diff"]), _ci(c["ci"]), c["method"] or "–",
+                        _num(c.get("p_holm"))] for c in cv["comparisons"]]) + [""]
+    return out
 
 
 def render_markdown(rep: dict[str, Any]) -> str:

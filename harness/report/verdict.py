@@ -52,6 +52,10 @@ def verdict_claims(rep: dict[str, Any]) -> list[dict[str, Any]]:
         if (f.get("failures") or {}).get("fisher_p") is not None:
             claims.append({"factor": name, "kind": "failures", "test": f["failures"]["method"],
                            "p": f["failures"]["fisher_p"]})
+    for c in (rep.get("cross_validation") or {}).get("comparisons", []):
+        if c["p"] is not None:
+            claims.append({"factor": "cross-validation", "level": f"{c['a']} vs {c['b']}", "kind": "cv",
+                           "test": c["method"], "p": c["p"]})
     return claims
 
 
@@ -208,13 +212,13 @@ def verdict(rep: dict[str, Any]) -> list[str]:
                    f"flipped at least once; majority vote of {fl.get('majority_vote_runs', fl['n_runs'])} runs of one "
                    f"configuration scores "
                    f"{_pct(fl['majority_vote_accuracy'], 2)} vs {_pct(fl['mean_run_accuracy'], 2)} for a single run.")
-    out += _cv_sentences(rep.get("cross_validation"))
+    out += _cv_sentences(rep.get("cross_validation"), rep)
     if rep["n_failed"]:
         out.append(f"{rep['n_failed']} of {rep['n_runs']} runs did not finish and were excluded.")
     return out
 
 
-def _cv_sentences(cv: dict[str, Any] | None) -> list[str]:
+def _cv_sentences(cv: dict[str, Any] | None, rep: dict[str, Any] | None = None) -> list[str]:
     """Cross-validated accuracy over seeds and of the seed ensemble, per setting of the other factors."""
     out = []
     for group in (cv or {}).get("groups", []):
@@ -229,6 +233,14 @@ def _cv_sentences(cv: dict[str, Any] | None) -> list[str]:
             text += (f"; majority vote of the {ens['members']} seeds: {_pct(ens['accuracy'], 2)} "
                      f"({ens['images']} images)")
         out.append(text + ".")
+    for c in (cv or {}).get("comparisons", []):
+        claim = _claim(rep or {}, "cross-validation", "cv", f"{c['a']} vs {c['b']}")
+        if claim is None or c["ci"] is None:
+            continue
+        out.append(f"Cross-validated {c['a']} vs {c['b']}: {_pp(c['diff'])} ({c['method']}, 95% CI "
+                   f"{100 * c['ci'][0]:+.2f} to {100 * c['ci'][1]:+.2f} pp) — "
+                   f"{'beyond' if claim['reject'] else 'not distinguishable from'} seed noise "
+                   f"(Holm {fmt_p(claim['p_holm'])}).")
     return out
 
 
