@@ -96,6 +96,17 @@ def _training_commands(commands: argparse._SubParsersAction) -> None:
     _stores(predict, storage=False)
 
 
+def _alpha(text: str) -> float:
+    """A significance level strictly between 0 and 0.5."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: a number in (0, 0.5)") from None
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: a number in (0, 0.5)")
+    return value
+
+
 def _analysis_commands(commands: argparse._SubParsersAction) -> None:
     report = _command(commands, "report", ("report", "report"), "statistical report: why does accuracy differ?")
     source = report.add_mutually_exclusive_group(required=True)
@@ -104,6 +115,8 @@ def _analysis_commands(commands: argparse._SubParsersAction) -> None:
     _stores(report, storage=False)
     report.add_argument("--out", type=Path, help="report folder (default: reports/STUDY)")
     report.add_argument("--delta-pp", type=float, default=1.0, help="difference to detect, in pp (default 1)")
+    report.add_argument("--alpha", type=_alpha, default=0.05,
+                        help="family-wise error rate of the verdict's claims, Holm-controlled (default 0.05)")
 
     export = _command(commands, "export", ("report", "export"), "write a study's runs table (CSV) from MLflow")
     export.add_argument("study", help=STUDY_HELP)

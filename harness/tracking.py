@@ -138,6 +138,10 @@ def start_child(client: Any, exp_id: str, parent_id: str, run: Any, environment:
         "harness.worker": f"{socket.gethostname()}:{os.getpid()}",
         **{f"factor.{key}": value for key, value in run.factors.items()},
         **{f"env.{key}": str(value) for key, value in environment.items()},
+        # the design travels with the runs table (docs/runs-table.md): kind, seed block, each factor's role
+        "harness.design": getattr(run, "design", "factorial"),
+        "harness.seed_block": getattr(run, "seed_block", ""),
+        **{f"harness.role.{key}": role for key, role in getattr(run, "roles", {}).items()},
     }
     run_id = client.create_run(exp_id, run_name=run.name, tags=tags).info.run_id
     params = [Param(key, _param_text(value)) for key, value in flatten(run.resolved()).items()]
@@ -235,6 +239,7 @@ def runs_table(client: Any, exp_id: str, predictions_dir: Path | None = None) ->
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,
             **{key.removeprefix("factor."): value for key, value in tags.items() if key.startswith("factor.")},
+            **_design_columns(tags),
         }
         if predictions_dir is not None and run.info.status == "FINISHED":
             row["predictions"] = _download_predictions(client, run.info.run_id, predictions_dir)
@@ -243,6 +248,14 @@ def runs_table(client: Any, exp_id: str, predictions_dir: Path | None = None) ->
     if table.empty:
         return table
     return table.drop_duplicates("run_key", keep="last").reset_index(drop=True)
+
+
+def _design_columns(tags: dict[str, str]) -> dict[str, str]:
+    """`design`, `seed_block` and `role.<factor>` columns from a child's tags (absent on runs logged before them)."""
+    out = {column: tags[tag] for tag, column in (("harness.design", "design"), ("harness.seed_block", "seed_block"))
+           if tag in tags}
+    out.update({key.removeprefix("harness."): value for key, value in tags.items() if key.startswith("harness.role.")})
+    return out
 
 
 def _download_predictions(client: Any, run_id: str, out_dir: Path) -> str:

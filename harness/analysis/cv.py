@@ -3,17 +3,24 @@
 A CV estimate is the mean over folds of one replicate (one set of seeds); its spread over replicates is the seed
 noise of the CV estimate itself, so the 95% CI is a t interval over replicates (clipped to [0, 1]). The
 ensemble is the majority vote of all replicates' predictions within each fold, pooled over the folds.
+
+With several settings of the other factors, every pair of settings is compared on the per-seed CV means:
+paired t (scipy ttest_rel) when the same replicates drew the same seeds in both (equal `seed_block` sets per
+replicate), else Welch t (ttest_ind, equal_var=False); the CI of the difference, Holm across pairs. This is
+the "two CV configurations" comparison findings used to do by hand.
 """
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.stats as ss
 
-from harness.analysis.levels import num, quiet
+from harness.analysis.common import num, quiet
+from harness.analysis.multiplicity import holm
 from harness.analysis.runs_table import finished_runs
 
 FOLD = "evaluation.fold"
@@ -30,14 +37,44 @@ def cross_validation(df: pd.DataFrame, preds: dict[str, pd.DataFrame], others: l
     for setting, group in groups:
         setting = setting if isinstance(setting, tuple) else (setting,)
         rows.append({"setting": dict(zip(others, map(str, setting), strict=True)), **_one(group, preds)})
-    return {"folds": int(fin[FOLD].nunique()), "groups": rows}
+    return {"folds": int(fin[FOLD].nunique()), "groups": rows, "comparisons": _compare(rows)}
+
+
+def _name(setting: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in setting.items()) or "all"
+
+
+def _compare(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every pair of settings: difference of CV means over seeds, paired when the seeds match."""
+    out = []
+    for a, b in combinations(groups, 2):
+        xa, xb = np.array(a["per_seed"], float), np.array(b["per_seed"], float)
+        row: dict[str, Any] = {"a": _name(a["setting"]), "b": _name(b["setting"]), "diff": None, "ci": None,
+                               "p": None, "method": None}
+        if len(xa) < 2 or len(xb) < 2:
+            out.append(row)
+            continue
+        paired = a["replicates"] == b["replicates"] and a["blocks"] == b["blocks"] and all(a["blocks"])
+        with quiet():
+            res = ss.ttest_rel(xa, xb) if paired else ss.ttest_ind(xa, xb, equal_var=False)
+            ci = res.confidence_interval(0.95)
+        row.update(diff=num(xa.mean() - xb.mean()), p=num(res.pvalue), ci=[num(ci.low), num(ci.high)],
+                   method=f"paired t over {len(xa)} seeds" if paired else "Welch t")
+        out.append(row)
+    for row, p in zip(out, holm([r["p"] for r in out]), strict=True):
+        row["p_holm"] = p
+    return out
 
 
 def _one(group: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> dict[str, Any]:
     folds = sorted(group[FOLD].astype(str).unique())
     complete = group.groupby("replicate").filter(lambda g: g[FOLD].astype(str).nunique() == len(folds))
-    per_seed = complete.groupby("replicate")["accuracy"].mean().to_numpy(float)
+    by_rep = complete.groupby("replicate")
+    per_seed = by_rep["accuracy"].mean().to_numpy(float)
+    blocks = ([",".join(sorted(set(g["seed_block"].astype(str)))) for _, g in by_rep]
+              if "seed_block" in complete.columns else [""] * len(per_seed))
     out: dict[str, Any] = {"n_seeds": int(len(per_seed)), "per_seed": [num(a) for a in per_seed],
+                           "replicates": [int(r) for r in by_rep.groups], "blocks": blocks,
                            "mean": num(per_seed.mean()) if len(per_seed) else None, "ci": None,
                            "ensemble": None}
     if len(per_seed) >= 2 and np.ptp(per_seed) > 0:

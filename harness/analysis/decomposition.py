@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as ss
 
-from harness.analysis.levels import ALPHA, num, quiet
-from harness.analysis.runs_table import factor_columns, finished_runs
+from harness.analysis.common import num, quiet
+from harness.analysis.runs_table import distinct_runs, factor_columns
+
+ALPHA = 0.05
 
 RESIDUAL = "seed noise (residual)"
 
@@ -67,7 +69,7 @@ def variance_decomposition(df: pd.DataFrame, factors: list[str] | None = None) -
     """Share of the accuracy spread per factor (and interaction) vs seed noise, with partial-share CIs."""
     import statsmodels.formula.api as smf
 
-    fin = finished_runs(df).reset_index(drop=True)
+    fin = distinct_runs(df).reset_index(drop=True)
     factors = factor_columns(df) if factors is None else list(factors)
     used, excluded = _model_terms(fin, factors)
     out: dict[str, Any] = {"factors": used, "excluded": excluded, "n": int(len(fin)), "formula": None,
@@ -111,11 +113,17 @@ def variance_decomposition(df: pd.DataFrame, factors: list[str] | None = None) -
     out["balanced"] = bool(len(cells) == full and cells.nunique() == 1)
     shares = _shares(table, total)
     ss_res, df_res = float(table["sum_sq"].iloc[-1]), float(table["df"].iloc[-1])
+    ms_res = ss_res / df_res
     for k, (term, row) in enumerate(table.iterrows()):
         is_res = term == "Residual"
         partial = None if is_res or row["sum_sq"] + ss_res <= 0 else row["sum_sq"] / (row["sum_sq"] + ss_res)
+        # ω² (Hays; Olejnik & Algina 2003): the share with the noise expected under no effect removed
+        omega = None if is_res or total <= 0 else (row["sum_sq"] - row["df"] * ms_res) / (total + ms_res)
+        p_omega = None if is_res else (row["sum_sq"] - row["df"] * ms_res) / (
+            row["sum_sq"] + (len(d) - row["df"]) * ms_res)
         out["terms"].append({"term": RESIDUAL if is_res else labels[k], "df": num(row["df"]),
                              "sum_sq": num(row["sum_sq"]), "share": num(shares[k]), "partial_share": num(partial),
+                             "omega_squared": num(omega), "partial_omega_squared": num(p_omega),
                              "partial_share_ci": None if is_res else partial_share_ci(
                                  row["F"], row["df"], df_res, len(d)),
                              "F": None if is_res else num(row["F"]),
@@ -163,18 +171,29 @@ def share_of(lam: float, n: int) -> float | None:
     return 1.0 if math.isinf(lam) else num(lam / (lam + n))
 
 
-def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = None) -> dict[str, Any]:
-    """Variance component of `factor` (a seed) vs residual: REML estimates and the F-based share CI."""
+def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = None,
+                   crossed: list[str] | None = None) -> dict[str, Any]:
+    """Variance component of `factor` (a seed) vs residual: REML estimates and the F-based share CI.
+
+    `crossed`: other seed factors varied across `factor` (e.g. seeds.order × seeds.init). They are fitted
+    jointly: REML with one variance component per seed factor (MixedLM vc_formula), and the F of `factor`
+    from the ANOVA with the crossed factors in the model. `share` is then σ²_factor over the total of all
+    components; the exact F interval (Searle) is for the partial share σ²_factor / (σ²_factor + σ²_residual)
+    and is reported as `partial_share_ci` (`share_ci` stays null: no exact interval for the share of the
+    total with crossed components).
+    """
     import statsmodels.formula.api as smf
 
-    fin = finished_runs(df).reset_index(drop=True)
+    fin = distinct_runs(df).reset_index(drop=True)
     out: dict[str, Any] = {"factor": factor, "testable": False, "reason": None, "levels": 0,
                            "sd_factor": None, "sd_residual": None, "share": None, "share_ci": None,
+                           "partial_share": None, "partial_share_ci": None, "crossed": [],
                            "method": "REML (statsmodels MixedLM); share CI from the ANOVA F (Searle)"}
     if factor not in fin.columns:
         out["reason"] = "not in the runs table"
         return out
-    others = [f for f in (others or []) if f != factor and f in fin.columns]
+    crossed = [f for f in (crossed or []) if f != factor and f in fin.columns and _labels(fin, f).nunique() > 1]
+    others = [f for f in (others or []) if f != factor and f in fin.columns and f not in crossed]
     used, _ = _model_terms(fin, [factor, *others])
     g = _labels(fin, factor)
     out["levels"] = int(g.nunique())
@@ -186,38 +205,60 @@ def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = 
         out["reason"] = "not testable: all values identical"
         return out
     fixed = [f for f in used if f != factor]
-    d = pd.DataFrame({"y": y, "g": g, **{f"x{i}": _labels(fin, f) for i, f in enumerate(fixed)}})
+    d = pd.DataFrame({"y": y, "g": g, **{f"x{i}": _labels(fin, f) for i, f in enumerate(fixed)},
+                      **{f"z{i}": _labels(fin, f) for i, f in enumerate(crossed)}})
     rhs = " + ".join(f"C(x{i})" for i in range(len(fixed))) or "1"
+    terms = ["C(g)", *[f"C(x{i})" for i in range(len(fixed))], *[f"C(z{i})" for i in range(len(crossed))]]
     with quiet():
-        fit = smf.mixedlm(f"y ~ {rhs}", d, groups=d["g"]).fit(reml=True)
-        table = _fit_table(d, f"y ~ {' + '.join(['C(g)', *[f'C(x{i})' for i in range(len(fixed))]])}")
-    var_a, var_e = max(float(fit.cov_re.iloc[0, 0]), 0.0), float(fit.scale)
+        if crossed:
+            d["one"] = 1
+            vc = {"g": "0 + C(g)", **{f"z{i}": f"0 + C(z{i})" for i in range(len(crossed))}}
+            fit = smf.mixedlm(f"y ~ {rhs}", d, groups="one", re_formula="0", vc_formula=vc).fit(reml=True)
+            comps = dict(zip(fit.model.exog_vc.names, np.maximum(np.asarray(fit.vcomp, float), 0.0), strict=True))
+            var_a, var_other = comps["g"], sum(v for k, v in comps.items() if k != "g")
+        else:
+            fit = smf.mixedlm(f"y ~ {rhs}", d, groups=d["g"]).fit(reml=True)
+            var_a, var_other = max(float(fit.cov_re.iloc[0, 0]), 0.0), 0.0
+        table = _fit_table(d, "y ~ " + " + ".join(terms))
+    var_e = float(fit.scale)
+    total = var_a + var_other + var_e
     out.update(testable=True, sd_factor=num(math.sqrt(var_a)), sd_residual=num(math.sqrt(var_e)),
-               share=num(var_a / (var_a + var_e)) if var_a + var_e > 0 else None, converged=bool(fit.converged))
+               share=num(var_a / total) if total > 0 else None,
+               partial_share=num(var_a / (var_a + var_e)) if var_a + var_e > 0 else None,
+               converged=bool(fit.converged), crossed=crossed)
     f_obs, df1, df2 = float(table["F"].iloc[0]), float(table["df"].iloc[0]), float(table["df"].iloc[-1])
     counts = g.value_counts().to_numpy(float)
     n0 = (counts.sum() - np.sum(counts**2) / counts.sum()) / (len(counts) - 1)
     if math.isfinite(f_obs) and df2 > 0:
         lo_f = f_obs / ss.f.ppf(1 - ALPHA / 2, df1, df2)
         hi_f = f_obs / ss.f.ppf(ALPHA / 2, df1, df2)
-        out["share_ci"] = [num(max(0.0, (lo_f - 1) / (lo_f + n0 - 1))), num(min(1.0, (hi_f - 1) / (hi_f + n0 - 1)))]
+        ci = [num(max(0.0, (lo_f - 1) / (lo_f + n0 - 1))), num(min(1.0, (hi_f - 1) / (hi_f + n0 - 1)))]
+        out["partial_share_ci"] = ci
+        out["share_ci"] = None if crossed else ci
         out["p"] = num(table["PR(>F)"].iloc[0])
+    if crossed:
+        out["method"] = (f"joint REML with {', '.join(crossed)} (statsmodels MixedLM, crossed variance components); "
+                         "partial-share CI from the ANOVA F with the crossed factors in the model (Searle)")
     return out
 
 
 def seeds_needed(df: pd.DataFrame, factor: str | None = None, *, sigma: float | None = None,
                  n_per_group: int | None = None, alpha: float = ALPHA, power: float = 0.8,
-                 delta_pp: float | None = None) -> dict[str, Any]:
+                 delta_pp: float | None = None, paired_sd: float | None = None) -> dict[str, Any]:
     """Minimum detectable difference (pp) at the study's n per group, and runs per group for Δ pp.
 
     sigma defaults to the residual std of the full decomposition (seed noise), or of the one-way
     model of `factor` when given; n per group defaults to the smallest level size of `factor`, or
     without a factor the smallest level size among varied non-seed factors (a toggle comparison),
     else among all varied factors. Two-sided two-sample t-test power, statsmodels TTestIndPower.
+    Paired designs pass `paired_sd` (std of the paired differences) and n_per_group = number of blocks:
+    then it is paired-t power (statsmodels TTestPower) with effect size Δ / sd of the differences.
     """
-    from statsmodels.stats.power import TTestIndPower
+    from statsmodels.stats.power import TTestIndPower, TTestPower
 
-    fin = finished_runs(df)
+    fin = distinct_runs(df)
+    if paired_sd is not None:
+        sigma = paired_sd
     if sigma is None or n_per_group is None:
         dec = variance_decomposition(df, [factor] if factor else None)
         sigma = dec["residual_std"] if sigma is None else sigma
@@ -227,6 +268,7 @@ def seeds_needed(df: pd.DataFrame, factor: str | None = None, *, sigma: float | 
             n_per_group = int(min(_labels(fin, c).value_counts().min() for c in cols))
     out: dict[str, Any] = {"factor": factor, "sigma": num(sigma), "sigma_pp": num(100 * sigma) if sigma else None,
                            "n_per_group": n_per_group, "alpha": alpha, "power": power,
+                           "design": "paired" if paired_sd is not None else "independent",
                            "mde_pp": None, "delta_pp": delta_pp, "n_needed": None,
                            "power_at_delta": None, "note": ""}
     if sigma is None:
@@ -235,16 +277,16 @@ def seeds_needed(df: pd.DataFrame, factor: str | None = None, *, sigma: float | 
     if sigma == 0:
         out.update(mde_pp=0.0, n_needed=1 if delta_pp else None, note="no residual variation")
         return out
-    power_calc = TTestIndPower()
+    calc, extra = (TTestPower(), {}) if paired_sd is not None else (TTestIndPower(), {"ratio": 1.0})
+    key = "nobs" if paired_sd is not None else "nobs1"
     with quiet():
         if n_per_group and n_per_group >= 2:
-            d = power_calc.solve_power(effect_size=None, nobs1=n_per_group, alpha=alpha, power=power, ratio=1.0)
+            d = calc.solve_power(effect_size=None, alpha=alpha, power=power, **{key: n_per_group}, **extra)
             out["mde_pp"] = num(100 * float(np.squeeze(d)) * sigma)
         if delta_pp:
             es = delta_pp / 100 / sigma
-            n = power_calc.solve_power(effect_size=es, nobs1=None, alpha=alpha, power=power, ratio=1.0)
-            n = num(np.squeeze(n))
+            n = num(np.squeeze(calc.solve_power(effect_size=es, alpha=alpha, power=power, **{key: None}, **extra)))
             out["n_needed"] = max(2, math.ceil(n)) if n is not None else None
             if n_per_group and n_per_group >= 2:
-                out["power_at_delta"] = num(power_calc.power(es, nobs1=n_per_group, alpha=alpha, ratio=1.0))
+                out["power_at_delta"] = num(calc.power(es, alpha=alpha, **{key: n_per_group}, **extra))
     return out

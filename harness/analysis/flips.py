@@ -2,9 +2,11 @@
 
 Accuracy can stay the same while individual predictions churn. Input: per-run predictions
 (run_key -> DataFrame with columns id, label, pred). Only ids present in every run are compared.
-McNemar pairs: consecutive replicates within each config_key (identically configured runs, so any
-significant difference is pure nondeterminism); without config groups, consecutive runs in table
-order. At most MAX_PAIRS pairs; p-values Holm-corrected across them.
+McNemar pairs: consecutive replicates within each factor setting (runs that differ only by their
+replicate's seeds, so a significant difference is seed noise, never a configuration change); config_key
+cannot group them because it hashes the seeds. No pairs across settings. At most MAX_PAIRS pairs;
+p-values Holm-corrected across them. The majority vote is taken within one setting (the one with most
+runs), never across configurations.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pandas as pd
 from scipy import stats as ss
 
 from harness.analysis.levels import holm, num, quiet
-from harness.analysis.runs_table import finished_runs
+from harness.analysis.runs_table import factor_columns, finished_runs
 
 MAX_PAIRS = 50
 PRED_COLUMNS = ("id", "label", "pred")
@@ -51,18 +53,30 @@ def load_predictions(df: pd.DataFrame, table_dir: Path | None) -> tuple[dict[str
     return preds, problems
 
 
+def settings(df: pd.DataFrame, keys: list[str]) -> dict[str, str]:
+    """run_key -> its factor setting as text (all factor levels); one setting when nothing varies."""
+    fin = finished_runs(df)
+    if "run_key" not in fin.columns:
+        return {}
+    fin = fin[fin["run_key"].astype(str).isin(keys)]
+    cols = factor_columns(df)
+    text = fin[cols].astype(str).agg(" · ".join, axis=1) if cols else pd.Series("", index=fin.index)
+    return dict(zip(fin["run_key"].astype(str), text, strict=True))
+
+
 def default_pairs(df: pd.DataFrame, keys: list[str]) -> list[tuple[str, str]]:
-    """Consecutive replicates within each config_key; else consecutive runs in table order."""
+    """Consecutive replicates within each factor setting; no pairs across settings."""
     fin = finished_runs(df)
     pairs: list[tuple[str, str]] = []
-    if "run_key" in fin.columns and "config_key" in fin.columns:
-        fin = fin[fin["run_key"].astype(str).isin(keys)]
-        order = ["config_key", "replicate"] if "replicate" in fin.columns else ["config_key"]
-        for _, g in fin.sort_values(order, kind="stable").groupby("config_key", sort=False):
-            rk = g["run_key"].astype(str).tolist()
-            pairs += list(zip(rk[:-1], rk[1:], strict=True))
-    if not pairs:
-        pairs = list(zip(keys[:-1], keys[1:], strict=True))
+    if "run_key" not in fin.columns:
+        return pairs
+    fin = fin[fin["run_key"].astype(str).isin(keys)].copy()
+    setting = settings(df, keys)
+    fin["_setting"] = fin["run_key"].astype(str).map(setting)
+    order = ["_setting", "replicate"] if "replicate" in fin.columns else ["_setting"]
+    for _, g in fin.sort_values(order, kind="stable").groupby("_setting", sort=False):
+        rk = g["run_key"].astype(str).tolist()
+        pairs += list(zip(rk[:-1], rk[1:], strict=True))
     return pairs[:MAX_PAIRS]
 
 
@@ -94,7 +108,7 @@ def _same_validation_set(preds: dict[str, pd.DataFrame]) -> tuple[list[str], lis
 
 
 def flip_analysis(preds: dict[str, pd.DataFrame], pairs: list[tuple[str, str]] | None = None,
-                  *, top: int = 20) -> dict[str, Any]:
+                  *, top: int = 20, setting: dict[str, str] | None = None) -> dict[str, Any]:
     """Churn matrix, per-example flip rates, top flipping ids, McNemar pairs, majority-vote accuracy."""
     out: dict[str, Any] = {"n_runs": len(preds), "n_ids": 0, "n_ids_dropped": 0, "reason": None,
                            "churn": {"runs": [], "matrix": []}, "mean_churn": None, "max_churn": None,
@@ -129,8 +143,16 @@ def flip_analysis(preds: dict[str, pd.DataFrame], pairs: list[tuple[str, str]] |
     majority = cats[ss.mode(codes.reshape(pred.shape), axis=1, keepdims=False).mode]
     flip_rate = (pred != majority[:, None]).mean(axis=1)
     out.update(n_ever_flipped=int((flip_rate > 0).sum()), frac_ever_flipped=num((flip_rate > 0).mean()),
-               mean_flip_rate=num(flip_rate.mean()),
-               majority_vote_accuracy=num((majority == label).mean()), mean_run_accuracy=num(correct.mean()))
+               mean_flip_rate=num(flip_rate.mean()))
+    # the vote: only runs of one configuration (the setting with most runs), never a mix of configurations
+    by_setting: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_setting.setdefault((setting or {}).get(key, ""), []).append(i)
+    name, members = max(by_setting.items(), key=lambda kv: len(kv[1]))
+    sub = codes.reshape(pred.shape)[:, members]
+    vote = cats[ss.mode(sub, axis=1, keepdims=False).mode]
+    out.update(majority_vote_accuracy=num((vote == label).mean()), mean_run_accuracy=num(correct[:, members].mean()),
+               majority_vote_runs=len(members), majority_vote_setting=name)
     order = np.argsort(-flip_rate, kind="stable")[:top]
     out["top"] = [{"id": str(common[i]), "label": str(label[i]), "majority_pred": str(majority[i]),
                    "flip_rate": num(flip_rate[i]), "n_distinct_preds": int(len(set(pred[i])))}

@@ -4,16 +4,13 @@ Every statistic comes from scipy or statsmodels; this module only selects the ru
 degenerate cases (one level, too few runs, identical values) and returns JSON-ready dicts.
 Accuracies stay fractions in [0, 1]; texts show percent / percentage points (pp).
 Only FINISHED runs enter; levels with fewer than MIN_N runs are excluded from tests and named.
-Design-level analyses (decomposition, random effects, power, bit-identity) live in
-harness.stats_design and are re-exported here.
+Bit-identical copies count once (runs_table.distinct_runs); in one-at-a-time designs a factor is
+compared on the base runs only (structure.rows_for). Small-n intervals: t for means, chi-square for
+stds (harness.analysis.intervals); paired designs are analysed in harness.analysis.paired.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import combinations
 from typing import Any
 
@@ -21,46 +18,26 @@ import numpy as np
 import pandas as pd
 from scipy import stats as ss
 
+from harness.analysis.common import fmt_p, num, quiet  # noqa: F401  (re-exported)
+from harness.analysis.intervals import mean_ci, std_ci
+from harness.analysis.multiplicity import holm  # noqa: F401  (re-exported)
+from harness.analysis.paired import paired_tests
 from harness.analysis.runs_table import factor_columns, finished_runs
+from harness.analysis.structure import labels, rows_for
 
 MIN_N = 3
 ALPHA = 0.05
-N_RESAMPLES = 9999
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    """Silence scipy/statsmodels/numpy warnings: degenerate cases are reported as notes instead."""
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        yield
-
-
-def num(x: Any) -> float | None:
-    """A JSON-safe float: NaN/inf/None become None."""
-    if x is None:
-        return None
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def fmt_p(p: float | None, name: str = "p") -> str:
-    """p-value text: 'p n/a' when untestable, 'p<0.0001' when tiny, else 'p=0.0123'."""
-    if p is None:
-        return f"{name} n/a"
-    return f"{name}<0.0001" if p < 1e-4 else f"{name}={p:.3g}"
 
 
 def groups_of(df: pd.DataFrame, factor: str) -> dict[str, np.ndarray]:
-    """Accuracies of FINISHED runs per level of `factor`, levels in order of first appearance."""
-    fin = finished_runs(df)
+    """Accuracies of distinct finished runs per level of `factor`, levels in order of first appearance.
+
+    Bit-identical copies count once; one-at-a-time designs keep only the runs that compare this factor.
+    """
+    fin = rows_for(df, factor)
     if factor not in fin.columns:
         return {}
-    labels = fin[factor].map(lambda v: "" if pd.isna(v) else str(v))
-    return {str(k): g.to_numpy(float) for k, g in fin["accuracy"].groupby(labels, sort=False)}
+    return {str(k): g.to_numpy(float) for k, g in fin["accuracy"].groupby(labels(fin, factor), sort=False)}
 
 
 def testable_groups(groups: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str], str | None]:
@@ -77,29 +54,11 @@ def testable_groups(groups: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray
     return used, excluded, None
 
 
-def _bootstrap_ci(x: np.ndarray, stat: str, n_resamples: int) -> list[float | None] | None:
-    """95% bootstrap CI (BCa, percentile fallback) of the mean or sample std; fixed rng: reproducible."""
-    if stat == "mean":
-        def fn(a: np.ndarray, axis: int = -1) -> np.ndarray:
-            return np.mean(a, axis=axis)
-    else:
-        def fn(a: np.ndarray, axis: int = -1) -> np.ndarray:
-            return np.std(a, ddof=1, axis=axis)
-    for method in ("BCa", "percentile"):
-        with quiet():
-            res = ss.bootstrap((x,), fn, n_resamples=n_resamples, vectorized=True, method=method,
-                               rng=np.random.default_rng(0))
-        lo, hi = num(res.confidence_interval.low), num(res.confidence_interval.high)
-        if lo is not None and hi is not None:
-            return [lo, hi]
-    return None
+def level_summary(df: pd.DataFrame, factor: str, *, ci: bool = True) -> list[dict[str, Any]]:
+    """Per level: n, mean, std (ddof=1), min, max, 95% t interval of the mean and chi-square interval of the std.
 
-
-def level_summary(df: pd.DataFrame, factor: str, *, ci: bool = True,
-                  n_resamples: int = N_RESAMPLES) -> list[dict[str, Any]]:
-    """Per level: n, mean, std (ddof=1), min, max and bootstrap 95% CIs of mean and std.
-
-    CIs need n >= MIN_N; with identical values the CI collapses to the value (note says so).
+    CIs need n >= 2 (a note says when n < MIN_N keeps the level out of the tests); with identical values the
+    mean CI collapses to the value and the std CI is [0, 0] (note says so).
     """
     out = []
     for level, x in groups_of(df, factor).items():
@@ -107,13 +66,14 @@ def level_summary(df: pd.DataFrame, factor: str, *, ci: bool = True,
                                "std": num(np.std(x, ddof=1)) if len(x) > 1 else None,
                                "min": num(np.min(x)), "max": num(np.max(x)),
                                "mean_ci": None, "std_ci": None, "note": ""}
-        if len(x) < MIN_N:
-            row["note"] = f"too few runs for a CI (n={len(x)} < {MIN_N})"
+        if len(x) < 2:
+            row["note"] = f"too few runs for a CI (n={len(x)} < 2)"
         elif np.ptp(x) == 0:
             row.update(mean_ci=[row["mean"], row["mean"]], std_ci=[0.0, 0.0], note="all values identical")
         elif ci:
-            row["mean_ci"] = _bootstrap_ci(x, "mean", n_resamples)
-            row["std_ci"] = _bootstrap_ci(x, "std", n_resamples)
+            row["mean_ci"], row["std_ci"] = mean_ci(x), std_ci(x)
+        if 2 <= len(x) < MIN_N:
+            row["note"] = f"not tested (n={len(x)} < {MIN_N})"
         out.append(row)
     return out
 
@@ -124,11 +84,15 @@ def _test(result: Any) -> dict[str, float | None]:
 
 
 def variance_tests(df: pd.DataFrame, factor: str) -> dict[str, Any]:
-    """Does the spread differ between levels? Brown–Forsythe, Levene (mean-centred), Fligner–Killeen."""
+    """Does the spread differ between levels? Bartlett, Brown–Forsythe, Levene (mean-centred), Fligner–Killeen.
+
+    Bartlett has exact size under normal seed noise at any n (the verdict uses it); Brown–Forsythe is the
+    robust check but is far below its nominal size at small odd n (0.004 at 3 levels × 5 runs).
+    """
     used, excluded, reason = testable_groups(groups_of(df, factor))
     out: dict[str, Any] = {"factor": factor, "levels": list(used), "excluded_levels": excluded,
                            "testable": reason is None, "reason": reason,
-                           "brown_forsythe": None, "levene": None, "fligner": None}
+                           "bartlett": None, "brown_forsythe": None, "levene": None, "fligner": None}
     if reason is not None:
         return out
     samples = list(used.values())
@@ -136,10 +100,22 @@ def variance_tests(df: pd.DataFrame, factor: str) -> dict[str, Any]:
         out.update(testable=False, reason="not testable: no spread within any level")
         return out
     with quiet():
+        out["bartlett"] = _test(ss.bartlett(*samples))
         out["brown_forsythe"] = _test(ss.levene(*samples, center="median"))
         out["levene"] = _test(ss.levene(*samples, center="mean"))
         out["fligner"] = _test(ss.fligner(*samples, center="median"))
     return out
+
+
+def omega_squared(f_stat: float | None, k: int, n: int) -> float | None:
+    """Unbiased share of variance between levels from the one-way F: (k−1)(F−1) / ((k−1)(F−1) + N) (Hays).
+
+    Unlike η² it does not grow with the number of levels under the null; it can be negative (reported as is).
+    """
+    if f_stat is None or k < 2 or n <= k:
+        return None
+    top = (k - 1) * (f_stat - 1)
+    return num(top / (top + n))
 
 
 def eta_squared(groups: dict[str, np.ndarray]) -> float | None:
@@ -180,22 +156,12 @@ def pairwise_comparison(a_name: str, a: np.ndarray, b_name: str, b: np.ndarray) 
     return row
 
 
-def holm(pvalues: list[float | None]) -> list[float | None]:
-    """Holm-adjusted p-values (statsmodels multipletests); None entries stay None and are not counted."""
-    from statsmodels.stats.multitest import multipletests
-
-    idx = [i for i, p in enumerate(pvalues) if p is not None]
-    out: list[float | None] = [None] * len(pvalues)
-    if idx:
-        adj = multipletests([pvalues[i] for i in idx], alpha=ALPHA, method="holm")[1]
-        for i, p in zip(idx, adj, strict=True):
-            out[i] = num(p)
-    return out
-
-
 def mean_tests(df: pd.DataFrame, factor: str, *, pairwise: bool = True,
                effect_size: bool = True) -> dict[str, Any]:
-    """Do the means differ? One-way ANOVA, Welch ANOVA, Kruskal–Wallis, eta², Holm-corrected pairs.
+    """Do the means differ? One-way ANOVA, Welch ANOVA, Kruskal–Wallis, η², ω², Holm-corrected pairs.
+
+    When the design is paired (seed blocks holding every level), `paired` holds the blocked analysis
+    (repeated-measures ANOVA, paired t); the verdict then uses it instead of the independent tests.
 
     effect_size=False skips the OLS fit behind eta² (for simulations that only need p-values).
     """
@@ -204,7 +170,8 @@ def mean_tests(df: pd.DataFrame, factor: str, *, pairwise: bool = True,
     used, excluded, reason = testable_groups(groups_of(df, factor))
     out: dict[str, Any] = {"factor": factor, "levels": list(used), "excluded_levels": excluded,
                            "testable": reason is None, "reason": reason, "anova": None, "welch": None,
-                           "kruskal": None, "eta_squared": None, "pairwise": []}
+                           "kruskal": None, "eta_squared": None, "omega_squared": None, "pairwise": [],
+                           "paired": None}
     if reason is not None:
         return out
     samples = list(used.values())
@@ -220,6 +187,9 @@ def mean_tests(df: pd.DataFrame, factor: str, *, pairwise: bool = True,
             out["welch"] = {"statistic": None, "p": None, "df_num": None, "df_denom": None,
                             "note": "Welch ANOVA undefined: a level has no spread"}
         out["kruskal"] = _test(ss.kruskal(*samples))
+    n_total = out["anova"]["df_denom"] + len(samples)
+    out["omega_squared"] = omega_squared(out["anova"]["statistic"], len(samples), n_total)
+    out["paired"] = paired_tests(df, factor)
     if effect_size:
         out["eta_squared"] = eta_squared(used)
     if pairwise:
@@ -268,16 +238,3 @@ def quick_summary(df: pd.DataFrame, factors: list[str] | None = None) -> str:
     if constants:
         lines.append("Constants: " + ", ".join(constants))
     return "\n".join(lines)
-
-
-_LAZY = {"variance_decomposition": "stats_design", "random_effects": "stats_design",
-         "seeds_needed": "stats_design", "identical_groups": "stats_repro", "determinism_cost": "stats_repro"}
-
-
-def __getattr__(name: str) -> Any:
-    """Lazy re-export of the design-level analyses so `from harness.stats import X` works for all."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"harness.{_LAZY[name]}"), name)
-    raise AttributeError(name)

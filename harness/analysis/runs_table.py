@@ -27,13 +27,18 @@ RESERVED_COLUMNS: tuple[str, ...] = (
     "predictions",
     "run_id",
     "run_name",
+    "design",
+    "seed_block",
 )
-IGNORED_PREFIXES: tuple[str, ...] = ("metric.", "param.")
+IGNORED_PREFIXES: tuple[str, ...] = ("metric.", "param.", "role.")
+ROLE_PREFIX = "role."
+ROLES: tuple[str, ...] = ("treatment", "seed_source", "fold")
+DESIGNS: tuple[str, ...] = ("factorial", "one_at_a_time", "listed")
 FINISHED = "FINISHED"
 ALLOWED_STATUS: tuple[str, ...] = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
 _FLOAT_COLUMNS = ("accuracy", "loss", "wall_time_s")
 _TEXT_COLUMNS = (
-    "run_key", "config_key", "failure_reason", "weights_hash", "predictions", "run_id", "run_name",
+    "run_key", "config_key", "failure_reason", "weights_hash", "predictions", "run_id", "run_name", "seed_block",
 )
 
 
@@ -58,6 +63,51 @@ def finished_runs(df: pd.DataFrame) -> pd.DataFrame:
     out = df.loc[ok].copy()
     out["accuracy"] = acc[ok].astype(float)
     return out
+
+
+def distinct_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs with bit-identical copies dropped: one row per (config_key, weights_hash).
+
+    Runs of one configuration (same config_key and factor levels) that ended with the same non-empty
+    weights hash are one training, not independent observations. `attrs["copies_dropped"]` counts the
+    rows left out.
+    """
+    fin = finished_runs(df)
+    if "weights_hash" not in fin.columns or fin.empty:
+        fin.attrs["copies_dropped"] = 0
+        return fin
+    hashes = fin["weights_hash"].map(_label)
+    keys = (["config_key"] if "config_key" in fin.columns else []) + factor_columns(fin)
+    ident = pd.concat([fin[k].map(_label) for k in keys] + [hashes], axis=1)
+    copy = ident.duplicated(keep="first") & (hashes != "")
+    out = fin.loc[~copy].copy()
+    out.attrs["copies_dropped"] = int(copy.sum())
+    return out
+
+
+def design_kind(df: pd.DataFrame) -> str:
+    """The study's design from the optional `design` column (first non-empty value); factorial when absent."""
+    if "design" not in df.columns:
+        return "factorial"
+    values = [v for v in df["design"].map(_label).str.strip() if v]
+    return values[0] if values and values[0] in DESIGNS else "factorial"
+
+
+def factor_roles(df: pd.DataFrame) -> dict[str, str]:
+    """Each factor's role: from its `role.<factor>` column when given, else from its name.
+
+    `seeds.*` → seed_source, `evaluation.fold` → fold, anything else → treatment.
+    """
+    roles = {}
+    for f in factor_columns(df):
+        given = ""
+        if f"{ROLE_PREFIX}{f}" in df.columns:
+            values = [v for v in df[f"{ROLE_PREFIX}{f}"].map(_label).str.strip() if v]
+            given = values[0] if values and values[0] in ROLES else ""
+        if not given:
+            given = "seed_source" if str(f).startswith("seeds.") else "fold" if f == "evaluation.fold" else "treatment"
+        roles[f] = given
+    return roles
 
 
 def _label(value: object) -> str:
@@ -138,6 +188,18 @@ def validate_runs_table(df: pd.DataFrame, source: str = "runs table") -> pd.Data
             )
     for col in factor_columns(out):
         out[col] = out[col].map(_label).astype(object)
+    for col in [c for c in out.columns if str(c).startswith(ROLE_PREFIX)]:
+        bad = ~out[col].map(lambda v: _label(v).strip() in ("", *ROLES))
+        if bad.any():
+            i = int(bad.to_numpy().nonzero()[0][0])
+            raise HarnessError(f"{source}: row {i + 1}, column '{col}': got {out[col].iloc[i]!r}; "
+                               f"allowed: {', '.join(ROLES)} or empty")
+    if "design" in out.columns:
+        bad = ~out["design"].map(lambda v: _label(v).strip() in ("", *DESIGNS))
+        if bad.any():
+            i = int(bad.to_numpy().nonzero()[0][0])
+            raise HarnessError(f"{source}: row {i + 1}, column 'design': got {out['design'].iloc[i]!r}; "
+                               f"allowed: {', '.join(DESIGNS)} or empty")
     return out
 
 

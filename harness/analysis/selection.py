@@ -2,6 +2,9 @@
 
 Each candidate was re-run with fresh seeds. Per candidate: the re-run mean with a 95% t interval, and the
 winner's curse (search score minus re-run mean). The seed-robust best has the highest lower 95% bound.
+A candidate with fewer than 2 finished re-runs has no interval (one run says nothing about seed noise)
+and cannot be the seed-robust best; identical re-runs (no spread) get the degenerate t interval [mean, mean]
+only when they are distinct trainings, since copies are counted once (runs_table.distinct_runs).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def robust_selection(search_accuracy: dict[str, float], table: pd.DataFrame, fac
             with quiet():
                 interval = ss.ttest_1samp(x, 0.0).confidence_interval(0.95)
             ci = [num(interval.low), num(interval.high)]
-        elif len(x) >= 1:
+        elif len(x) >= 2:  # distinct trainings that scored the same: the t interval degenerates to the mean
             ci = [num(x.mean()), num(x.mean())]
         mean = num(x.mean()) if len(x) else None
         rows.append({"candidate": label, "n": int(len(x)), "search_accuracy": num(searched), "mean": mean,
@@ -41,7 +44,7 @@ def robust_selection(search_accuracy: dict[str, float], table: pd.DataFrame, fac
     for key in ("welch_p", "mw_p"):
         for pair, p in zip(pairs, holm([pair[key] for pair in pairs]), strict=True):
             pair[key + "_holm"] = p
-    ranked = [r for r in rows if r["ci"] is not None]
+    ranked = [r for r in rows if r["ci"] is not None and r["n"] >= 2]
     robust = max(ranked, key=lambda r: (r["ci"][0], r["mean"]))["candidate"] if ranked else None
     wins = [p for p in pairs if p["mean_diff"] is not None and p["mean_diff"] > 0
             and p["welch_p_holm"] is not None and p["welch_p_holm"] < 0.05]

@@ -15,7 +15,7 @@ def report(args: argparse.Namespace) -> int:
         table = runs_table.load_runs_table(args.runs)
         out_dir = args.out or Path("reports") / args.runs.stem
         result = build_report(table, out_dir, table_dir=args.runs.resolve().parent, delta_pp=args.delta_pp,
-                              title=args.runs.name)
+                              title=args.runs.name, alpha=args.alpha)
     else:
         study = stored.open_study(args.study, args.tracking_uri)
         out_dir = args.out or Path("reports") / study.name
@@ -23,7 +23,7 @@ def report(args: argparse.Namespace) -> int:
         if table.attrs.get("left_out"):
             print(f"{table.attrs['left_out']} run(s) of earlier versions of the spec left out (not planned by it)")
         result = build_report(table, out_dir, images=study.images(), delta_pp=args.delta_pp,
-                              title=f"Study '{study.name}'")
+                              title=f"Study '{study.name}'", alpha=args.alpha)
         study.attach_report(out_dir, table)
     print("\n".join(result["verdict"]))
     print(f"\nreport: {out_dir / 'report.md'}")

@@ -2,7 +2,8 @@
 
 report.json top-level keys (schema_version 1; documented in docs/runs-table.md):
   schema_version, title, verdict (list of sentences), n_runs, n_finished, n_failed, failed,
-  constants, factors, decomposition, random_effects, identical, flips, cross_validation, seeds_needed, plots.
+  constants, factors, decomposition, random_effects, identical, flips, cross_validation, seeds_needed, plots,
+  design (kind, roles, copies_dropped, paired), multiplicity (Holm over the verdict's claims at alpha).
 Degenerate inputs (no finished run, one level, identical values) still give a full report whose
 sections say why a statistic is missing. All files are written atomically (temp + os.replace).
 """
@@ -19,28 +20,41 @@ import pandas as pd
 from harness.analysis.bit_identity import determinism_cost, identical_groups
 from harness.analysis.cv import cross_validation
 from harness.analysis.decomposition import random_effects, seeds_needed, variance_decomposition
-from harness.analysis.flips import default_pairs, flip_analysis, load_predictions
+from harness.analysis.failures import failure_table
+from harness.analysis.flips import default_pairs, flip_analysis, load_predictions, settings
 from harness.analysis.levels import level_summary, mean_tests, variance_tests
-from harness.analysis.runs_table import factor_columns, finished_runs, validate_runs_table
+from harness.analysis.multiplicity import control_family
+from harness.analysis.runs_table import (
+    design_kind,
+    distinct_runs,
+    factor_columns,
+    factor_roles,
+    finished_runs,
+    validate_runs_table,
+)
+from harness.analysis.seed_sources import seed_source_spread
 from harness.files import write_atomic
 from harness.report import plots
 from harness.report.markdown import render_markdown
-from harness.report.verdict import verdict
+from harness.report.verdict import verdict, verdict_claims
 
 SCHEMA_VERSION = 1
 
 
 def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float = 1.0,
-            title: str = "") -> dict[str, Any]:
+            title: str = "", alpha: float = 0.05) -> dict[str, Any]:
     """All statistics of a runs table as one JSON-ready dict (no files written)."""
     df = validate_runs_table(df)
     fin = finished_runs(df)
+    roles = factor_roles(df)
     bad = df.loc[~df.index.isin(fin.index)]
     cols = [c for c in ("run_key", "status", "failure_reason") if c in bad.columns]
     rep: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "title": title, "verdict": [], "n_runs": int(len(df)),
         "n_finished": int(len(fin)), "n_failed": int(len(bad)),
         "failed": bad[cols].astype(str).to_dict("records"), "constants": {}, "factors": {},
+        "design": {"kind": design_kind(df), "roles": {}, "copies_dropped": distinct_runs(df).attrs["copies_dropped"],
+                   "paired": {}},
     }
     varied = []
     for f in factor_columns(df):
@@ -49,39 +63,73 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
             rep["constants"][f] = levels[0] if levels else None
             continue
         varied.append(f)
-        rep["factors"][f] = {"levels": level_summary(df, f), "variance_tests": variance_tests(df, f),
-                             "mean_tests": mean_tests(df, f)}
-    rep["decomposition"] = variance_decomposition(df, varied)
-    others = [f for f in varied if not f.startswith("seeds.")]
-    rep["random_effects"] = {f: random_effects(df, f, others=others) for f in varied
-                             if f.startswith("seeds.") and fin[f].nunique() >= 3}
+        rep["design"]["roles"][f] = roles[f]
+        entry = {"role": roles[f], "levels": level_summary(df, f), "variance_tests": variance_tests(df, f),
+                 "mean_tests": mean_tests(df, f), "failures": failure_table(df, f)}
+        if roles[f] == "seed_source" and not _seed_values(fin, f):
+            entry["seed_spread"] = seed_source_spread(df, f)
+        rep["design"]["paired"][f] = entry["mean_tests"]["paired"] is not None
+        rep["factors"][f] = entry
+    # seed sources are variances, not mean effects: they stay in the residual ("seed noise")
+    fixed = [f for f in varied if roles[f] != "seed_source"]
+    rep["decomposition"] = variance_decomposition(df, fixed)
+    seed_values = [f for f in varied if roles[f] == "seed_source" and _seed_values(fin, f)]
+    rep["random_effects"] = {f: random_effects(df, f, others=fixed, crossed=seed_values) for f in seed_values
+                             if fin[f].nunique() >= 3}
     rep["identical"] = identical_groups(df)
     rep["identical"]["cost"] = determinism_cost(df)
     preds, problems = load_predictions(df, table_dir)
     keys = list(preds)
-    rep["flips"] = flip_analysis(preds, default_pairs(df, keys)) if len(preds) >= 2 else {
+    rep["flips"] = flip_analysis(preds, default_pairs(df, keys), setting=settings(df, keys)) if len(preds) >= 2 else {
         "reason": "needs predictions from >= 2 finished runs", "n_runs": len(preds)}
     rep["flips"]["problems"] = problems
     rep["cross_validation"] = cross_validation(df, preds, varied)
-    rep["seeds_needed"] = seeds_needed(df, delta_pp=delta_pp) if varied else _seeds_single(df, delta_pp)
+    rep["seeds_needed"] = _power(df, rep, fixed, delta_pp, alpha) if varied else _seeds_single(df, delta_pp)
+    rep["multiplicity"] = control_family(verdict_claims(rep), alpha)
     rep["verdict"] = verdict(rep)
     return rep
 
 
+def _seed_values(fin: pd.DataFrame, factor: str) -> bool:
+    """A seed factor whose levels are seed values (integers: a random effect), not sets of redrawn sources."""
+    return bool(fin[factor].astype(str).str.fullmatch(r"\d+").all())
+
+
+def _power(df: pd.DataFrame, rep: dict[str, Any], fixed: list[str], delta_pp: float, alpha: float) -> dict[str, Any]:
+    """Power for a toggle comparison, from the noise that comparison faces: paired when the design is."""
+    toggles = [f for f in fixed if rep["design"]["roles"][f] == "treatment"]
+    for f in toggles:
+        paired = rep["factors"][f]["mean_tests"]["paired"]
+        if paired and paired["sd_diff"]:
+            out = seeds_needed(df, f, paired_sd=paired["sd_diff"], n_per_group=paired["blocks"],
+                               delta_pp=delta_pp, alpha=alpha)
+            out["note"] = (f"paired by seed block ({f}: {paired['blocks']} blocks); sigma = std of the paired "
+                           f"differences. {out['note']}").strip()
+            return out
+    dec = rep["decomposition"]
+    sigma = dec["residual_std"]
+    cols = toggles or dec["factors"] or fixed
+    fin = distinct_runs(df)
+    sizes = [int(fin[c].astype(str).value_counts().min()) for c in cols if c in fin.columns]
+    if sigma is None or not sizes:
+        return seeds_needed(df, delta_pp=delta_pp, alpha=alpha)
+    return seeds_needed(df, sigma=sigma, n_per_group=min(sizes), delta_pp=delta_pp, alpha=alpha)
+
+
 def _seeds_single(df: pd.DataFrame, delta_pp: float) -> dict[str, Any]:
     """Power from the overall std when nothing is varied (every finished run is a replicate)."""
-    acc = finished_runs(df)["accuracy"].to_numpy(float)
+    acc = distinct_runs(df)["accuracy"].to_numpy(float)
     sigma = float(np.std(acc, ddof=1)) if len(acc) >= 2 else None
     return seeds_needed(df, sigma=sigma, n_per_group=int(len(acc)), delta_pp=delta_pp)
 
 
 def build_report(df: pd.DataFrame, out_dir: Path, *, table_dir: Path | None = None,
                  images: dict[int, np.ndarray] | None = None, delta_pp: float = 1.0,
-                 title: str = "") -> dict[str, Any]:
+                 title: str = "", alpha: float = 0.05) -> dict[str, Any]:
     """Analyze the runs table and write report.md, report.json and plots into out_dir; return the dict."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rep = analyze(df, table_dir=table_dir, delta_pp=delta_pp, title=title)
+    rep = analyze(df, table_dir=table_dir, delta_pp=delta_pp, title=title, alpha=alpha)
     fin = finished_runs(validate_runs_table(df))
     names: dict[str, str | None] = {"accuracy_hist": plots.accuracy_histogram(fin, out_dir)}
     for f, info in rep["factors"].items():

@@ -31,15 +31,21 @@ def _factor(name: str, f: dict[str, Any], plots: dict[str, str]) -> list[str]:
     v, m = f["variance_tests"], f["mean_tests"]
     out.append("")
     if v["testable"]:
-        out.append(f"- Spread: Brown–Forsythe {fmt_p(v['brown_forsythe']['p'])}, Levene {fmt_p(v['levene']['p'])}, "
+        out.append(f"- Spread: Bartlett {fmt_p((v.get('bartlett') or {}).get('p'))}, "
+                   f"Brown–Forsythe {fmt_p(v['brown_forsythe']['p'])}, Levene {fmt_p(v['levene']['p'])}, "
                    f"Fligner–Killeen {fmt_p(v['fligner']['p'])}")
     else:
         out.append(f"- Spread: {v['reason']}")
+    out.append(f"- Role: {f.get('role', 'treatment')}")
     if m["testable"]:
         out.append(f"- Means: ANOVA {fmt_p(m['anova']['p'])}, Welch ANOVA {fmt_p(m['welch']['p'])}, "
-                   f"Kruskal–Wallis {fmt_p(m['kruskal']['p'])}, η² = {_num(m['eta_squared'])}")
+                   f"Kruskal–Wallis {fmt_p(m['kruskal']['p'])}, η² = {_num(m['eta_squared'])}, "
+                   f"ω² = {_num(m.get('omega_squared'))} (unadjusted p; the verdict's p are Holm over its family)")
     else:
         out.append(f"- Means: {m['reason']}")
+    out += _paired(m.get("paired"))
+    out += _seed_spread(f.get("seed_spread"))
+    out += _failures(f.get("failures"))
     if m["excluded_levels"]:
         out.append(f"- Excluded from tests (fewer than 3 runs): {', '.join(m['excluded_levels'])}")
     if m["pairwise"]:
@@ -53,6 +59,45 @@ def _factor(name: str, f: dict[str, Any], plots: dict[str, str]) -> list[str]:
     return out + [""]
 
 
+def _paired(pr: dict[str, Any] | None) -> list[str]:
+    if not pr:
+        return []
+    rm = pr["anova_rm"] or {}
+    out = [f"- Paired by seed block ({pr['blocks']} complete blocks): repeated-measures ANOVA "
+           f"{fmt_p(rm.get('p'))}, std of paired differences {_pct(pr['sd_diff'])} pp. {pr['note']}".rstrip(), ""]
+    return out + _table(["a − b", "pairs", "diff pp", "95% CI pp", "paired t p", "p (Holm)"],
+                        [[f"{r['a']} − {r['b']}", str(r["n_pairs"]), _pct(r["mean_diff"]), _ci(r["ci"]),
+                          _num(r["p"]), _num(r["p_holm"])] for r in pr["pairwise"]]) + [""]
+
+
+def _seed_spread(sp: dict[str, Any] | None) -> list[str]:
+    if not sp:
+        return []
+    out = [f"- Seed-source spread (all-fixed level: {sp['fixed_level'] or 'none found'}). {sp['note']}".rstrip(), ""]
+    return out + _table(["level", "distinct runs", "std pp", "95% CI std pp (χ²)", "variance ratio vs fixed",
+                         "F-test p vs fixed"],
+                        [[r["level"], str(r["n"]), _pct(r["std"]), _ci(r["std_ci"]), _num(r["variance_ratio"]),
+                          _num(r["p_vs_fixed"])] for r in sp["levels"]]) + [""]
+
+
+def _failures(fl: dict[str, Any] | None) -> list[str]:
+    if not fl or not fl.get("n_failed"):
+        return []
+    rates = ", ".join(f"{r['level']} {r['failed']}/{r['runs']}" for r in fl["levels"])
+    return [f"- Failures: {rates}; {fl['method'] or 'not testable'} {fmt_p(fl['fisher_p'])}"]
+
+
+def _multiplicity(fam: dict[str, Any] | None) -> list[str]:
+    if not fam or not fam["claims"]:
+        return []
+    out = ["## Multiplicity", "", f"{fam['method']} over the {fam['size']} tests the verdict states, "
+           f"α = {fam['alpha']}.", ""]
+    return out + _table(["factor", "claim", "test", "p", "p (Holm)", "rejected"],
+                        [[c["factor"] + (f" = {c['level']}" if c.get("level") else ""), c["kind"], c["test"],
+                          _num(c["p"]), _num(c["p_holm"]), "yes" if c["reject"] else "no"]
+                         for c in fam["claims"]]) + [""]
+
+
 def _decomposition(dec: dict[str, Any], re: dict[str, Any]) -> list[str]:
     out = ["## Variance decomposition", ""]
     if not dec["testable"]:
@@ -61,16 +106,22 @@ def _decomposition(dec: dict[str, Any], re: dict[str, Any]) -> list[str]:
         out += [f"OLS `{dec['formula']}` (f0, f1, … = {', '.join(dec['factors'])}), type-II sums of squares; "
                 "share = sum of squares / total; partial share = SS / (SS + residual SS) with a 95% CI "
                 "for its population value (noncentral F).", ""]
-        out += _table(["term", "df", "share %", "partial share %", "95% CI partial %", "F", "p"],
-                      [[t["term"], _num(t["df"]), _pct(t["share"], 1), _pct(t["partial_share"], 1),
-                        _ci(t["partial_share_ci"], 1), _num(t["F"]), fmt_p(t["p"]) if t["F"] is not None else ""]
+        out += _table(["term", "df", "share %", "ω² %", "partial share %", "95% CI partial %", "F", "p"],
+                      [[t["term"], _num(t["df"]), _pct(t["share"], 1), _pct(t.get("omega_squared"), 1),
+                        _pct(t["partial_share"], 1), _ci(t["partial_share_ci"], 1), _num(t["F"]),
+                        fmt_p(t["p"]) if t["F"] is not None else ""]
                        for t in dec["terms"]])
         if dec["note"]:
             out += ["", dec["note"]]
     for f, why in dec["excluded"].items():
         out.append(f"- {f}: left out ({why})")
     for f, r in re.items():
-        if r["testable"]:
+        if r["testable"] and r.get("crossed"):
+            out.append(f"- Random effect {f} ({r['levels']} levels, {r['method']}): share of all seed variance "
+                       f"{_pct(r['share'], 1)}%; vs residual only {_pct(r['partial_share'], 1)}% (95% CI "
+                       f"{_ci(r['partial_share_ci'], 1)}%), sd {_pct(r['sd_factor'])} pp vs residual "
+                       f"{_pct(r['sd_residual'])} pp")
+        elif r["testable"]:
             out.append(f"- Random effect {f} ({r['levels']} levels, {r['method']}): share {_pct(r['share'], 1)}% "
                        f"(95% CI {_ci(r['share_ci'], 1)}%), sd {_pct(r['sd_factor'])} pp vs residual "
                        f"{_pct(r['sd_residual'])} pp")
@@ -107,7 +158,7 @@ def _flips(fl: dict[str, Any], plots: dict[str, str]) -> list[str]:
                    f"{fl['n_ever_flipped']} examples flipped at least once. Majority vote accuracy "
                    f"{_pct(fl['majority_vote_accuracy'])}% vs mean run {_pct(fl['mean_run_accuracy'])}%.")
         out.append("")
-        out.append(f"McNemar (paired correctness, consecutive replicates per config_key; Holm): "
+        out.append(f"McNemar (paired correctness, consecutive replicates within one factor setting; Holm): "
                    f"{fl['n_mcnemar_significant']}/{len(fl['mcnemar'])} pairs differ at α=0.05.")
         if fl["top"]:
             out += ["", *_table(["id", "label", "majority pred", "flip rate %", "distinct preds"],
@@ -132,7 +183,12 @@ def _cross_validation(cv: dict[str, Any] | None) -> list[str]:
         rows.append([", ".join(f"{k}={v}" for k, v in g["setting"].items()) or "all", str(g["n_seeds"]),
                      _pct(g["mean"]), _ci(g["ci"]), " ".join(_pct(a) for a in g["per_seed"]),
                      _pct(ens.get("accuracy"))])
-    return out + _table(["setting", "seeds", "CV mean %", "95% CI", "per seed", "ensemble %"], rows) + [""]
+    out += _table(["setting", "seeds", "CV mean %", "95% CI", "per seed", "ensemble %"], rows) + [""]
+    if cv.get("comparisons"):
+        out += _table(["a − b", "diff pp", "95% CI pp", "test", "p (Holm within CV)"],
+                      [[f"{c['a']} − {c['b']}", _pct(c["diff"]), _ci(c["ci"]), c["method"] or "–",
+                        _num(c.get("p_holm"))] for c in cv["comparisons"]]) + [""]
+    return out
 
 
 def render_markdown(rep: dict[str, Any]) -> str:
@@ -153,6 +209,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
         out += ["No factor has two or more levels among finished runs.", ""]
     for name, f in rep["factors"].items():
         out += _factor(name, f, rep.get("plots", {}))
+    out += _multiplicity(rep.get("multiplicity"))
     out += _decomposition(rep["decomposition"], rep["random_effects"])
     out += _reproducibility(rep["identical"])
     out += _flips(rep["flips"], rep.get("plots", {}))
@@ -161,6 +218,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
     out += ["## How many runs", "",
             f"Seed-noise std {_num(need.get('sigma_pp'))} pp, {need.get('n_per_group')} runs per group: minimum "
             f"detectable difference {_num(need.get('mde_pp'))} pp (α={need['alpha']}, power {need['power']}, "
-            f"two-sample t). Runs per group to detect {need.get('delta_pp')} pp: {need.get('n_needed') or '–'}; "
+            f"{'paired' if need.get('design') == 'paired' else 'two-sample'} t)."
+            f" Runs per group to detect {need.get('delta_pp')} pp: {need.get('n_needed') or '–'}; "
             f"power at that difference now: {_num(need.get('power_at_delta'), 2)}. {need.get('note', '')}".rstrip(), ""]
     return "\n".join(out)

@@ -21,62 +21,159 @@ def _pct(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None else f"{100 * x:.{digits}f}%"
 
 
+def _mean_p(f: dict[str, Any]) -> tuple[str, float | None]:
+    """The mean test the verdict uses for a factor: paired RM-ANOVA when paired, else Welch (ANOVA if undefined)."""
+    m = f["mean_tests"]
+    if m.get("paired") and m["paired"]["anova_rm"]:
+        return "repeated-measures ANOVA (seed blocks)", m["paired"]["anova_rm"]["p"]
+    if m.get("welch") and m["welch"].get("p") is not None:
+        return "Welch ANOVA", m["welch"]["p"]
+    return "one-way ANOVA", (m.get("anova") or {}).get("p")
+
+
+def verdict_claims(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every test whose outcome a verdict sentence states: the family the report controls (Holm)."""
+    claims: list[dict[str, Any]] = []
+    for name, f in rep["factors"].items():
+        if f.get("role", "treatment") == "treatment" and f["mean_tests"]["testable"]:
+            test, p = _mean_p(f)
+            claims.append({"factor": name, "kind": "mean", "test": test, "p": p})
+        paired = f["mean_tests"].get("paired")
+        if f.get("role", "treatment") == "treatment" and paired and paired["spread_p"] is not None:
+            claims.append({"factor": name, "kind": "spread", "test": "Pitman–Morgan (seed blocks)",
+                           "p": paired["spread_p"]})
+        elif f.get("role", "treatment") == "treatment" and f["variance_tests"]["testable"]:
+            claims.append({"factor": name, "kind": "spread", "test": "Bartlett",
+                           "p": (f["variance_tests"].get("bartlett") or {}).get("p")})
+        for lv in (f.get("seed_spread") or {}).get("levels", []):
+            if lv["p_vs_fixed"] is not None:
+                claims.append({"factor": name, "level": lv["level"], "kind": "seed_source",
+                               "test": "F test of variances vs all-fixed", "p": lv["p_vs_fixed"]})
+        if (f.get("failures") or {}).get("fisher_p") is not None:
+            claims.append({"factor": name, "kind": "failures", "test": f["failures"]["method"],
+                           "p": f["failures"]["fisher_p"]})
+    for c in (rep.get("cross_validation") or {}).get("comparisons", []):
+        if c["p"] is not None:
+            claims.append({"factor": "cross-validation", "level": f"{c['a']} vs {c['b']}", "kind": "cv",
+                           "test": c["method"], "p": c["p"]})
+    return claims
+
+
+def _claim(rep: dict[str, Any], factor: str, kind: str, level: str | None = None) -> dict[str, Any] | None:
+    for c in rep.get("multiplicity", {}).get("claims", []):
+        if c["factor"] == factor and c["kind"] == kind and c.get("level") == level:
+            return c
+    return None
+
+
 def best_vs_worst(factor: dict[str, Any]) -> dict[str, Any] | None:
-    """Highest- vs lowest-mean level with the Welch difference CI and Holm p for that pair."""
+    """Highest- vs lowest-mean level with the CI of their difference (paired t when paired, else Welch)."""
     levels = [r for r in factor["levels"] if r["mean"] is not None]
     if len(levels) < 2:
         return None
     ranked = sorted(levels, key=lambda r: r["mean"])  # sorted, so equal means still name two levels
     best, worst = ranked[-1], ranked[0]
     out = {"best": best["level"], "worst": worst["level"], "diff": best["mean"] - worst["mean"],
-           "ci": None, "p_holm": None}
-    for pair in factor["mean_tests"].get("pairwise", []):
+           "ci": None, "p_holm": None, "method": "Welch"}
+    paired = factor["mean_tests"].get("paired")
+    pairs = paired["pairwise"] if paired else factor["mean_tests"].get("pairwise", [])
+    for pair in pairs:
         if {pair["a"], pair["b"]} == {best["level"], worst["level"]}:
             sign = 1 if pair["a"] == best["level"] else -1
+            if paired:
+                out["diff"], out["method"] = sign * pair["mean_diff"], f"paired t over {pair['n_pairs']} seed blocks"
             if pair["ci"]:
                 lo, hi = sorted(sign * c for c in pair["ci"])
                 out["ci"] = [lo, hi]
-            out["p_holm"] = pair.get("welch_p_holm")
+            out["p_holm"] = pair.get("p_holm") if paired else pair.get("welch_p_holm")
     return out
 
 
 def _effect_text(bw: dict[str, Any]) -> str:
-    ci = f" (95% CI {100 * bw['ci'][0]:+.2f} to {100 * bw['ci'][1]:+.2f} pp" if bw["ci"] else " ("
-    ci += f"{', ' if bw['ci'] else ''}Welch, Holm {fmt_p(bw['p_holm'])})"
-    return f"{bw['best']} vs {bw['worst']}: {_pp(bw['diff'])}{ci}"
+    ci = f", 95% CI {100 * bw['ci'][0]:+.2f} to {100 * bw['ci'][1]:+.2f} pp" if bw["ci"] else ""
+    return f"{bw['best']} vs {bw['worst']}: {_pp(bw['diff'])} ({bw['method']}{ci})"
 
 
-def _spread_sentences(factors: dict[str, Any]) -> list[str]:
-    """Where the spread itself differs by level (Brown–Forsythe), name the noisiest and the calmest level."""
+def _spread_sentences(rep: dict[str, Any], alpha: float) -> list[str]:
+    """Where the spread itself differs by level (Bartlett, Holm over the family), name the extremes."""
     out = []
-    for name, f in factors.items():
-        p = (f["variance_tests"].get("brown_forsythe") or {}).get("p")
+    for name, f in rep["factors"].items():
+        claim = _claim(rep, name, "spread")
         levels = [r for r in f["levels"] if r.get("std") is not None and r["n"] >= 2]
-        if p is None or p >= ALPHA or len(levels) < 2:
+        if claim is None or not claim["reject"] or len(levels) < 2:
             continue
         ranked = sorted(levels, key=lambda r: r["std"])
-        out.append(f"The spread differs across {name} levels (Brown–Forsythe {fmt_p(p)}): std "
+        out.append(f"The spread differs across {name} levels ({claim['test']}, Holm {fmt_p(claim['p_holm'])}): std "
                    f"{100 * ranked[-1]['std']:.2f} pp with {ranked[-1]['level']} vs "
                    f"{100 * ranked[0]['std']:.2f} pp with {ranked[0]['level']}.")
     return out
 
 
+def _seed_source_sentences(rep: dict[str, Any]) -> list[str]:
+    """Per seed-source factor: each level's std with its chi-square CI, against the all-fixed level."""
+    out = []
+    for name, f in rep["factors"].items():
+        spread = f.get("seed_spread")
+        if not spread:
+            continue
+        parts = []
+        for lv in spread["levels"]:
+            if lv["std"] is None or lv["level"] == spread["fixed_level"]:
+                continue
+            ci = f" (95% CI {_pp_abs(lv['std_ci'][0])}–{_pp_abs(lv['std_ci'][1])})" if lv["std_ci"] else ""
+            claim = _claim(rep, name, "seed_source", lv["level"])
+            vs = f", vs all-fixed Holm {fmt_p(claim['p_holm'])}" if claim else ""
+            parts.append(f"{lv['level']} {_pp_abs(lv['std'])}{ci}{vs}")
+        if parts:
+            tail = f" {spread['note'][0].upper()}{spread['note'][1:]}." if spread["note"] else ""
+            out.append(f"Seed sources ({name}): accuracy std per level " + "; ".join(parts) + "." + tail)
+    return out
+
+
+def _failure_sentences(rep: dict[str, Any]) -> list[str]:
+    """Factors whose failure rates differ (Holm), with the counts; the others in one sentence."""
+    out, calm = [], []
+    for name, f in rep["factors"].items():
+        fail = f.get("failures") or {}
+        claim = _claim(rep, name, "failures")
+        if not fail.get("n_failed") or claim is None:
+            continue
+        if claim["reject"]:
+            rates = ", ".join(f"{lv['level']} {lv['failed']}/{lv['runs']}" for lv in fail["levels"])
+            out.append(f"Failures differ by {name}: {rates} ({fail['method']}, Holm {fmt_p(claim['p_holm'])}).")
+        else:
+            calm.append(f"{name} (Holm {fmt_p(claim['p_holm'])})")
+    if calm:
+        out.append("Failure rates do not differ detectably by " + ", ".join(calm) + " (Fisher's exact test).")
+    return out
+
+
+def _pp_abs(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} pp"
+
+
 def verdict(rep: dict[str, Any]) -> list[str]:
     """Sentences for the top of report.md, built only from the numbers in the report dict."""
     out: list[str] = []
+    fam = rep.get("multiplicity") or {"alpha": ALPHA, "size": 0}
+    alpha = fam["alpha"]
     if rep["n_finished"] == 0:
         return [f"No finished runs ({rep['n_failed']} failed or killed): nothing to compare."]
     dec = rep["decomposition"]
     factors = rep["factors"]
+    copies = rep.get("design", {}).get("copies_dropped", 0)
+    if copies:
+        out.append(f"{copies} bit-identical copies (same config_key and weights_hash) count once: "
+                   "statistics use distinct trainings only.")
     if dec["testable"]:
         terms = [t for t in dec["terms"] if t["term"] != RESIDUAL]
         resid = next(t for t in dec["terms"] if t["term"] == RESIDUAL)
-        top = max(terms, key=lambda t: t["share"] or 0)
+        top = max(terms, key=lambda t: t.get("omega_squared") or 0)  # ω²: unbiased, not favouring many levels
         ci = top["partial_share_ci"]
         ci_text = (f" (partial share {_pct(top['partial_share'])}, 95% CI {_pct(ci[0])}–{_pct(ci[1])})"
                    if ci and None not in ci else "")
-        text = (f"{top['term']} explains the most accuracy variance: {_pct(top['share'])} of the total"
-                f"{ci_text}, F-test {fmt_p(top['p'])}")
+        text = (f"{top['term']} explains the most accuracy variance: ω² {_pct(max(top['omega_squared'] or 0, 0))}, "
+                f"{_pct(top['share'])} of the total sum of squares{ci_text}")
         bw = best_vs_worst(factors[top["term"]]) if top["term"] in factors else None
         out.append(text + (f"; {_effect_text(bw)}." if bw else "."))
         sd = f", residual std {100 * dec['residual_std']:.2f} pp" if dec["residual_std"] is not None else ""
@@ -84,36 +181,44 @@ def verdict(rep: dict[str, Any]) -> list[str]:
     else:
         out.append(f"Variance decomposition: {dec['reason']}.")
     for name, f in factors.items():
-        if name.startswith("seeds.") or f["mean_tests"]["reason"] or len(f["levels"]) < 2:
+        claim = _claim(rep, name, "mean")
+        if claim is None or len(f["levels"]) < 2:
             continue
         bw = best_vs_worst(f)
         if bw is None:
             continue
-        beyond = bw["p_holm"] is not None and bw["p_holm"] < ALPHA
-        out.append(f"{name}: {_effect_text(bw)} — {'beyond' if beyond else 'not distinguishable from'} "
-                   f"seed noise at α={ALPHA}.")
-    out += _spread_sentences(factors)
+        out.append(f"{name}: {_effect_text(bw)} — {'beyond' if claim['reject'] else 'not distinguishable from'} "
+                   f"seed noise ({claim['test']}, Holm {fmt_p(claim['p_holm'])}, α={alpha}).")
+    out += _seed_source_sentences(rep)
+    out += _spread_sentences(rep, alpha)
+    out += _failure_sentences(rep)
+    if fam["size"]:
+        out.append(f"Multiplicity: the {fam['size']} tests behind these sentences (means, spreads, seed sources, "
+                   f"failures) are Holm-adjusted together; family-wise error rate ≤ α={alpha}.")
     out += _determinism_sentences(rep)
     need = rep["seeds_needed"]
     if need.get("mde_pp") is not None and need.get("sigma_pp") is not None:
-        s = (f"With seed noise std {need['sigma_pp']:.2f} pp and {need['n_per_group']} runs per group, the smallest "
+        noise = "paired-difference std" if need.get("design") == "paired" else "seed noise std"
+        unit = "seed blocks" if need.get("design") == "paired" else "runs per group"
+        s = (f"With {noise} {need['sigma_pp']:.2f} pp and {need['n_per_group']} {unit}, the smallest "
              f"difference detectable at α={need['alpha']}, power {need['power']} is {need['mde_pp']:.2f} pp")
         if need.get("n_needed") and need.get("delta_pp"):
-            s += f"; detecting {need['delta_pp']:g} pp needs {need['n_needed']} runs per group"
+            s += f"; detecting {need['delta_pp']:g} pp needs {need['n_needed']} {unit}"
         out.append(s + ".")
     fl = rep["flips"]
     if fl.get("mean_churn") is not None:
         out.append(f"Between two runs {_pct(fl['mean_churn'], 2)} of validation predictions differ on average "
                    f"(max {_pct(fl['max_churn'], 2)}); {_pct(fl['frac_ever_flipped'], 2)} of {fl['n_ids']} examples "
-                   f"flipped at least once; majority vote of {fl['n_runs']} runs scores "
+                   f"flipped at least once; majority vote of {fl.get('majority_vote_runs', fl['n_runs'])} runs of one "
+                   f"configuration scores "
                    f"{_pct(fl['majority_vote_accuracy'], 2)} vs {_pct(fl['mean_run_accuracy'], 2)} for a single run.")
-    out += _cv_sentences(rep.get("cross_validation"))
+    out += _cv_sentences(rep.get("cross_validation"), rep)
     if rep["n_failed"]:
         out.append(f"{rep['n_failed']} of {rep['n_runs']} runs did not finish and were excluded.")
     return out
 
 
-def _cv_sentences(cv: dict[str, Any] | None) -> list[str]:
+def _cv_sentences(cv: dict[str, Any] | None, rep: dict[str, Any] | None = None) -> list[str]:
     """Cross-validated accuracy over seeds and of the seed ensemble, per setting of the other factors."""
     out = []
     for group in (cv or {}).get("groups", []):
@@ -128,6 +233,14 @@ def _cv_sentences(cv: dict[str, Any] | None) -> list[str]:
             text += (f"; majority vote of the {ens['members']} seeds: {_pct(ens['accuracy'], 2)} "
                      f"({ens['images']} images)")
         out.append(text + ".")
+    for c in (cv or {}).get("comparisons", []):
+        claim = _claim(rep or {}, "cross-validation", "cv", f"{c['a']} vs {c['b']}")
+        if claim is None or c["ci"] is None:
+            continue
+        out.append(f"Cross-validated {c['a']} vs {c['b']}: {_pp(c['diff'])} ({c['method']}, 95% CI "
+                   f"{100 * c['ci'][0]:+.2f} to {100 * c['ci'][1]:+.2f} pp) — "
+                   f"{'beyond' if claim['reject'] else 'not distinguishable from'} seed noise "
+                   f"(Holm {fmt_p(claim['p_holm'])}).")
     return out
 
 

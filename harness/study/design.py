@@ -47,6 +47,17 @@ class PlannedRun:
     config_key: str
     run_key: str
     data_fingerprint: str = ""
+    design: str = "factorial"  # the study's design (factorial, one_at_a_time, listed): travels to the runs table
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """Each factor's role for the statistics: seed_source (`seeds.*`), fold (`evaluation.fold`), treatment."""
+        return {key: factor_role(key) for key in self.factors}
+
+    @property
+    def seed_block(self) -> str:
+        """Runs with equal seed blocks drew the same seed for every source (replicate r at every level)."""
+        return stable_hash(self.seeds)
 
     @property
     def name(self) -> str:
@@ -59,6 +70,12 @@ class PlannedRun:
         """The config that determines the result: logged as params and hashed into the keys."""
         body = self.config.model_dump(mode="json", exclude={"pipelines", "stages", "stage_order", "seeds"})
         return {**body, "seeds": self.seeds, "stages": [s.as_dict() for s in self.stages]}
+
+
+def factor_role(key: str) -> str:
+    if key.startswith("seeds."):
+        return "seed_source"
+    return "fold" if key == "evaluation.fold" else "treatment"
 
 
 def short_factor_names(keys: list[str]) -> dict[str, str]:
@@ -103,7 +120,8 @@ def plan_runs(spec: StudySpec, data_fingerprint: str) -> list[PlannedRun]:
         stages = resolve_stages(config)
         for replicate in range(spec.repeats):
             seeds = effective_seeds(config, replicate)
-            runs.append(make_run(spec.name, replicate, labels, config, seeds, stages, data_fingerprint))
+            runs.append(make_run(spec.name, replicate, labels, config, seeds, stages, data_fingerprint,
+                                 design=spec.design))
     _refuse_duplicates(runs)
     return runs
 
@@ -218,11 +236,11 @@ def effective_seeds(config: RunConfig, replicate: int) -> dict[str, int]:
     return seeds
 
 
-def make_run(study, replicate, labels, config, seeds, stages, fingerprint) -> PlannedRun:
+def make_run(study, replicate, labels, config, seeds, stages, fingerprint, design="factorial") -> PlannedRun:
     draft = PlannedRun(study, replicate, labels, config, seeds, stages, "", "")
     config_key = stable_hash({"config": draft.resolved(), "data": fingerprint})
     run_key = stable_hash({"config_key": config_key, "replicate": replicate})
-    return PlannedRun(study, replicate, labels, config, seeds, stages, config_key, run_key, fingerprint)
+    return PlannedRun(study, replicate, labels, config, seeds, stages, config_key, run_key, fingerprint, design)
 
 
 def stable_hash(obj: Any) -> str:

@@ -50,3 +50,23 @@ def test_report_states_cv_in_the_verdict(tmp_path):
 def test_no_fold_factor_no_section(tmp_path):
     df, preds = _cv_study(tmp_path)
     assert cross_validation(df.drop(columns=["evaluation.fold"]), preds, []) is None
+
+
+def test_two_cv_configurations_are_compared_paired_when_seeds_match():
+    rng = np.random.default_rng(4)
+    seed_effect = rng.normal(0, 0.006, 5)
+    rows = [{"run_key": f"{aug}{fold}{r}", "accuracy": 0.9 + seed_effect[r] + (0.004 if aug == "on" else 0)
+             + rng.normal(0, 0.002), "replicate": r, "evaluation.fold": str(fold), "augment": aug,
+             "seed_block": f"s{r}"} for aug in ("on", "off") for fold in range(3) for r in range(5)]
+    df = pd.DataFrame(rows)
+    rep = analyze(df)
+    comp = rep["cross_validation"]["comparisons"][0]
+    on = df[df["augment"] == "on"].groupby("replicate")["accuracy"].mean().to_numpy()
+    off = df[df["augment"] == "off"].groupby("replicate")["accuracy"].mean().to_numpy()
+    ref = ss.ttest_rel(on, off)
+    assert comp["method"] == "paired t over 5 seeds" and np.isclose(comp["p"], ref.pvalue, rtol=1e-8)
+    assert np.allclose(comp["ci"], [ref.confidence_interval(0.95).low, ref.confidence_interval(0.95).high])
+    assert any(s.startswith("Cross-validated augment=on vs augment=off: +0.") for s in rep["verdict"]), rep["verdict"]
+    assert any(c["kind"] == "cv" for c in rep["multiplicity"]["claims"])
+    welch = cross_validation(df.drop(columns="seed_block"), {}, ["augment"])["comparisons"][0]
+    assert welch["method"] == "Welch t" and np.isclose(welch["p"], ss.ttest_ind(on, off, equal_var=False).pvalue)

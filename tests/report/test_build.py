@@ -13,7 +13,8 @@ from harness.analysis.flips import flip_analysis
 from harness.report.build import build_report
 
 KEYS = {"schema_version", "title", "verdict", "n_runs", "n_finished", "n_failed", "failed", "constants",
-        "factors", "decomposition", "random_effects", "identical", "flips", "cross_validation", "seeds_needed", "plots"}
+        "factors", "decomposition", "random_effects", "identical", "flips", "cross_validation", "seeds_needed", "plots",
+        "design", "multiplicity"}
 
 
 def _study(tmp: Path, rng: np.random.Generator) -> pd.DataFrame:
@@ -84,7 +85,9 @@ def test_degenerate_reports(tmp_path: Path, case: str) -> None:
         f = ["a"] * 5 + ["b"]
     elif case == "noise_free":  # deterministic runs: the factor is the only source of spread
         acc = [0.9, 0.9, 0.9, 0.95, 0.95, 0.95]
-    df = pd.DataFrame({"accuracy": acc, "status": status, "config_key": "k", "weights_hash": "h"})
+    # distinct hashes: equal accuracies of distinct trainings (copies are deduplicated, see test_design)
+    df = pd.DataFrame({"accuracy": acc, "status": status, "config_key": "k",
+                       "weights_hash": [f"h{i}" for i in range(len(acc))]})
     if case != "no_factors":
         df["toggle"] = f
     rep = build_report(df, tmp_path, delta_pp=1.0)

@@ -1,0 +1,94 @@
+"""Long calibration run of the report's statistics (issue 15): the suite's simulations at ≥ 10,000 studies.
+
+    python benchmarks/stats_simulation.py                 # about a minute on one core
+    python benchmarks/stats_simulation.py --studies 20000 --seed 7
+
+Prints `RESULT name = value [target ...]` lines (like the other benchmarks) and a Markdown table for
+docs/methods.md. The designs and the scipy calls are those of tests/analysis/simulation.py, which the
+suite checks against `analyze()` on real runs tables. No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "analysis"))
+
+import simulation as sim  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=10_000, help="simulated studies per design (default 10000)")
+    parser.add_argument("--failure-studies", type=int, default=2_000,
+                        help="studies for the failures design (a loop, not vectorised; default 2000)")
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args()
+    n, seed = args.studies, args.seed
+    started = time.perf_counter()
+    rows: list[tuple[str, float, str]] = []
+
+    def rng(k: int) -> np.random.Generator:
+        return np.random.default_rng([seed, k])
+
+    r = sim.factorial_copies(rng(1), n)
+    rows += [("FWER factorial, one level copied 3× (distinct runs)", sim.family_rejects(r["family"]).mean(),
+              "[0.03, 0.07]"),
+             ("  one-way ANOVA with the copies counted (the old bug)", (r["anova_copies_counted"] < 0.05).mean(), "")]
+    r = sim.paired(rng(2), n)
+    cover = np.mean((r["diff_ci"][:, 0] <= 0) & (0 <= r["diff_ci"][:, 1]))
+    rows += [("FWER paired seeds, 2 levels × 5 blocks (paired t + Pitman–Morgan)",
+              sim.family_rejects(r["family"]).mean(), "[0.03, 0.07]"),
+             ("  Bartlett ignoring the pairing", (r["bartlett_p"] < 0.05).mean(), ""),
+             ("coverage paired-difference t CI, 5 blocks", cover, "[0.93, 0.97]")]
+    r = sim.one_at_a_time(rng(3), n)
+    rows += [("FWER one-at-a-time, A on base runs only (B moves +2 pp)", sim.family_rejects(r["family"]).mean(),
+              "[0.03, 0.07]"),
+             ("  A with every a0 run pooled (the old bug)", (r["pooled_base_p"] < 0.05).mean(), "")]
+    r = sim.failures(rng(4), args.failure_studies)
+    size = np.nanmean(r["family"] < 0.05, axis=0)
+    rows += [("FWER 3 levels × 10 runs, 20% failures everywhere", sim.family_rejects(r["family"]).mean(),
+              "[0.03, 0.07]"),
+             ("  Welch ANOVA alone", size[0], "[0.03, 0.07]"), ("  Bartlett alone", size[1], "[0.03, 0.07]"),
+             ("  Fisher–Freeman–Halton alone (discrete)", size[2], "≤ 0.05")]
+    for k in (3, 5):
+        c = sim.mean_std_coverage(rng(10 + k), n, k)
+        rows += [(f"coverage t CI of a level mean, n = {k}", c["mean"], "[0.93, 0.97]"),
+                 (f"coverage χ² CI of a level std, n = {k}", c["std"], "[0.93, 0.97]"),
+                 (f"coverage Welch CI of a difference, n = {k}", sim.welch_diff_coverage(rng(20 + k), n, k),
+                  "[0.93, 0.97]")]
+    for k in (3, 5):
+        rows.append((f"power 2 pp shift at 0.6 pp seed std, {k} runs per level", sim.shift_power(rng(30 + k), n, k),
+                     "≥ 0.9" if k == 5 else ""))
+    pr = sim.paired(rng(40), n, shift=0.02, blocks=3)
+    rows.append(("power 2 pp shift, paired, 3 blocks", float(np.mean(sim.holm_adjust(pr["family"])[:, 0] < 0.05)), ""))
+    for reps in (1, 2):
+        r = sim.crossed(rng(60 + reps), n, reps=reps)
+        rows += [(f"coverage partial-share CI, crossed 6 × 6 × {reps}, order (0.6 of total)", r["a_covered"].mean(),
+                  "[0.93, 0.97]"),
+                 (f"coverage partial-share CI, crossed 6 × 6 × {reps}, init (0.2 of total)", r["b_covered"].mean(),
+                  "[0.93, 0.97]"),
+                 (f"power crossed 6 × 6 × {reps}: order / init found", (r["a_p"] < 0.05).mean(), "≥ 0.9"),
+                 ("  init", (r["b_p"] < 0.05).mean(), "≥ 0.9" if reps == 2 else "")]
+    for k in (10, 30, 45):
+        rows.append((f"power 3× variance (Bartlett), {k} runs per level", sim.variance_power(rng(50 + k), n, k),
+                     "≥ 0.9" if k == 45 else ""))
+
+    print(f"| quantity ({n} studies per design; failures {args.failure_studies}; seed {seed}) | value | target |")
+    print("|---|---|---|")
+    for name, value, target in rows:
+        print(f"| {name} | {value:.4f} | {target} |")
+    for name, value, target in rows:
+        print(f"RESULT {name.strip()} = {value:.4f}" + (f"  [target {target}]" if target else ""))
+    print(f"({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""Simulated studies for the calibration tests (tests/analysis/test_simulation.py) and the long run
+(benchmarks/stats_simulation.py). Seeded, numpy/scipy only, vectorised over studies: each design
+returns the p-values of the tests the verdict states, one row per simulated study, computed by the
+same scipy calls the report makes (f_oneway(equal_var=False) is the Welch ANOVA of statsmodels'
+anova_oneway, bartlett the spread claim, ttest_rel the paired t, whose square is the
+repeated-measures F of AnovaRM with two levels). test_simulation checks that agreement on real runs tables.
+
+Accuracy unit: fractions; seed noise 0.6 pp (SIGMA) unless stated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats as ss
+
+SIGMA = 0.006
+ALPHA = 0.05
+
+
+def holm_adjust(p: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values per row (NaN = test not defined, left out of the family)."""
+    p = np.asarray(p, float)
+    m = np.sum(~np.isnan(p), axis=1, keepdims=True)
+    filled = np.where(np.isnan(p), np.inf, p)
+    order = np.argsort(filled, axis=1)
+    ranked = np.take_along_axis(filled, order, axis=1)
+    steps = m - np.arange(p.shape[1])[None, :]
+    with np.errstate(invalid="ignore"):
+        scaled = np.where(np.isinf(ranked), 0, ranked * steps)
+    adj = np.minimum(np.maximum.accumulate(scaled, axis=1), 1.0)
+    adj = np.where(np.isinf(ranked), np.nan, adj)
+    out = np.empty_like(adj)
+    np.put_along_axis(out, order, adj, axis=1)
+    return out
+
+
+def family_rejects(p: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """Per study: did the Holm-controlled family reject anything?"""
+    return np.nanmin(np.where(np.isnan(p), np.inf, holm_adjust(p)), axis=1) < alpha
+
+
+def _welch_bf(groups: list[np.ndarray]) -> np.ndarray:
+    """(studies, 2): Welch ANOVA p and Bartlett p (the verdict's mean and spread claims) per study."""
+    welch = ss.f_oneway(*groups, axis=1, equal_var=False).pvalue
+    spread = ss.bartlett(*groups, axis=1).pvalue
+    return np.column_stack([welch, spread])
+
+
+def factorial_copies(rng: np.random.Generator, studies: int, n: int = 4, copies: int = 3,
+                     k: int = 3) -> dict[str, np.ndarray]:
+    """k levels × n distinct trainings; level 0 ran with every source fixed so each training appears `copies`×.
+
+    Returns the family p-values on distinct runs and, for contrast, the one-way ANOVA p with copies counted.
+    """
+    y = [rng.normal(0.9, SIGMA, (studies, n)) for _ in range(k)]
+    counted = [np.repeat(y[0], copies, axis=1), *y[1:]]
+    return {"family": _welch_bf(y), "anova_copies_counted": ss.f_oneway(*counted, axis=1).pvalue}
+
+
+def paired(rng: np.random.Generator, studies: int, blocks: int = 5, shift: float = 0.0,
+           block_sd: float = SIGMA, sigma: float = 0.003) -> dict[str, np.ndarray]:
+    """Two levels, replicate r drew the same seeds at both (block effect block_sd), residual sigma."""
+    b = rng.normal(0, block_sd, (studies, blocks))
+    a = 0.9 + b + rng.normal(0, sigma, (studies, blocks))
+    c = 0.9 + shift + b + rng.normal(0, sigma, (studies, blocks))
+    t = ss.ttest_rel(c, a, axis=1)
+    spread = ss.pearsonr(a + c, c - a, axis=1).pvalue  # Pitman–Morgan, as paired.paired_tests
+    ci = t.confidence_interval(0.95)
+    return {"family": np.column_stack([t.pvalue, spread]), "bartlett_p": ss.bartlett(a, c, axis=1).pvalue,
+            "welch_p": ss.ttest_ind(c, a, axis=1, equal_var=False).pvalue,
+            "diff_ci": np.column_stack([ci.low, ci.high])}
+
+
+def one_at_a_time(rng: np.random.Generator, studies: int, n: int = 5,
+                  b_effect: float = 0.02) -> dict[str, np.ndarray]:
+    """Base (a0, b0); moves a1, a2 of A; move b1 of B with a real +2 pp effect. A has no effect.
+
+    Family for A on the base runs only; for contrast, A tested with every a0 run pooled (b1 runs included).
+    """
+    base, a1, a2 = (rng.normal(0.9, SIGMA, (studies, n)) for _ in range(3))
+    b1 = rng.normal(0.9 + b_effect, SIGMA, (studies, n))
+    pooled = np.concatenate([base, b1], axis=1)
+    return {"family": _welch_bf([base, a1, a2]),
+            "pooled_base_p": ss.f_oneway(pooled, a1, a2, axis=1, equal_var=False).pvalue}
+
+
+def failures(rng: np.random.Generator, studies: int, n: int = 10, k: int = 3,
+             fail: float = 0.2) -> dict[str, np.ndarray]:
+    """k levels × n planned runs, each failing with probability `fail` at every level (null for all tests).
+
+    Family: Welch ANOVA and Bartlett on the finished runs, and the failure test (R × 2 Fisher–Freeman–Halton,
+    Monte Carlo: 999 tables here, 9,999 in the report); a level with < 3 finished runs leaves the mean/spread
+    tests out of that study's family.
+    """
+    y = rng.normal(0.9, SIGMA, (studies, k, n))
+    ok = rng.random((studies, k, n)) >= fail
+    out = np.full((studies, 3), np.nan)
+    for s in range(studies):
+        groups = [y[s, i][ok[s, i]] for i in range(k)]
+        if all(len(g) >= 3 for g in groups):
+            out[s, 0] = ss.f_oneway(*groups, equal_var=False).pvalue
+            out[s, 1] = ss.bartlett(*groups).pvalue
+        failed = (~ok[s]).sum(axis=1)
+        if 0 < failed.sum() < k * n:
+            table = np.column_stack([failed, n - failed])
+            out[s, 2] = ss.fisher_exact(table, method=ss.MonteCarloMethod(n_resamples=999, rng=rng)).pvalue
+    return {"family": out}
+
+
+def mean_std_coverage(rng: np.random.Generator, studies: int, n: int) -> dict[str, float]:
+    """Share of studies whose 95% t interval covers the mean and χ² interval covers the std (vectorised)."""
+    x = rng.normal(0.9, SIGMA, (studies, n))
+    ci = ss.ttest_1samp(x, 0.9, axis=1).confidence_interval(0.95)
+    s = x.std(ddof=1, axis=1)
+    lo, hi = s * np.sqrt((n - 1) / ss.chi2.ppf(0.975, n - 1)), s * np.sqrt((n - 1) / ss.chi2.ppf(0.025, n - 1))
+    return {"mean": float(np.mean((ci.low <= 0.9) & (0.9 <= ci.high))),
+            "std": float(np.mean((lo <= SIGMA) & (SIGMA <= hi)))}
+
+
+def welch_diff_coverage(rng: np.random.Generator, studies: int, n: int, shift: float = 0.02) -> float:
+    a, b = rng.normal(0.9, SIGMA, (studies, n)), rng.normal(0.9 + shift, 1.5 * SIGMA, (studies, n))
+    ci = ss.ttest_ind(b, a, axis=1, equal_var=False).confidence_interval(0.95)
+    return float(np.mean((ci.low <= shift) & (shift <= ci.high)))
+
+
+def shift_power(rng: np.random.Generator, studies: int, n: int, shift: float = 0.02) -> float:
+    """Share of studies where a planted `shift` between 2 levels survives the verdict's Holm family."""
+    a, b = rng.normal(0.9, SIGMA, (studies, n)), rng.normal(0.9 + shift, SIGMA, (studies, n))
+    adj = holm_adjust(_welch_bf([a, b]))
+    return float(np.mean(adj[:, 0] < ALPHA))
+
+
+def variance_power(rng: np.random.Generator, studies: int, n: int, ratio: float = 3.0) -> float:
+    """Share of studies where 3× the variance at one level is found by Bartlett in the Holm family."""
+    a, b = rng.normal(0.9, SIGMA, (studies, n)), rng.normal(0.9, SIGMA * np.sqrt(ratio), (studies, n))
+    adj = holm_adjust(_welch_bf([a, b]))
+    return float(np.mean(adj[:, 1] < ALPHA))
+
+
+def crossed(rng: np.random.Generator, studies: int, levels: tuple[int, int] = (6, 6), reps: int = 1,
+            shares: tuple[float, float] = (0.6, 0.2)) -> dict[str, np.ndarray]:
+    """Two crossed seed factors (e.g. order × init) with planted shares of the total variance; the rest is residual.
+
+    Per study and factor: the F of the two-way ANOVA without interaction (balanced: the type-II table
+    random_effects fits), its p-value, and Searle's interval for the partial share σ²_f / (σ²_f + σ²_e).
+    """
+    a, b = levels
+    va, vb = shares
+    ve = 1 - va - vb
+    y = (rng.normal(0, np.sqrt(va), (studies, a, 1, 1)) + rng.normal(0, np.sqrt(vb), (studies, 1, b, 1))
+         + rng.normal(0, np.sqrt(ve), (studies, a, b, reps)))
+    grand = y.mean(axis=(1, 2, 3), keepdims=True)
+    ss_a = b * reps * np.sum((y.mean(axis=(2, 3), keepdims=True) - grand) ** 2, axis=(1, 2, 3))
+    ss_b = a * reps * np.sum((y.mean(axis=(1, 3), keepdims=True) - grand) ** 2, axis=(1, 2, 3))
+    ss_e = np.sum((y - grand) ** 2, axis=(1, 2, 3)) - ss_a - ss_b
+    df_e = a * b * reps - a - b + 1
+    out: dict[str, np.ndarray] = {}
+    for name, ss_f, df_f, n0, truth in (("a", ss_a, a - 1, b * reps, va / (va + ve)),
+                                        ("b", ss_b, b - 1, a * reps, vb / (vb + ve))):
+        f = (ss_f / df_f) / (ss_e / df_e)
+        lo_f, hi_f = f / ss.f.ppf(0.975, df_f, df_e), f / ss.f.ppf(0.025, df_f, df_e)
+        lo = np.maximum(0.0, (lo_f - 1) / (lo_f + n0 - 1))
+        hi = np.minimum(1.0, (hi_f - 1) / (hi_f + n0 - 1))
+        out[f"{name}_p"] = ss.f.sf(f, df_f, df_e)
+        out[f"{name}_covered"] = (lo <= truth) & (truth <= hi)
+        out[f"{name}_ci"] = np.column_stack([lo, hi])
+    out["y"] = y
+    return out

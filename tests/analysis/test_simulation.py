@@ -1,0 +1,164 @@
+"""Calibration in the designs people run (issue 15): false-positive rates of the verdict's Holm family,
+coverage of the printed intervals, power for planted effects. Seeded, vectorised scipy (tests/analysis/
+simulation.py); each design first checks that the report computes the same p-values on a real runs table,
+so the simulated family is the verdict's family. The long version: benchmarks/stats_simulation.py.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pandas as pd
+import pytest
+import simulation as sim
+from scipy import stats as ss
+from statsmodels.stats.multitest import multipletests
+
+from harness.report.build import analyze
+
+STUDIES = 2000  # per design; the band [0.03, 0.07] is ±1.4 SE at 200 studies, ±4.5 SE here
+BAND = (0.03, 0.07)
+
+
+def _claims(rep: dict, factor: str) -> dict[str, float]:
+    return {c["kind"]: c["p"] for c in rep["multiplicity"]["claims"] if c["factor"] == factor}
+
+
+def test_holm_helper_matches_statsmodels() -> None:
+    p = np.random.default_rng(1).random((40, 3))
+    p[::7, 1] = np.nan
+    gc.freeze()  # multipletests runs gc.collect() on every call
+    try:
+        for row, adj in zip(p, sim.holm_adjust(p), strict=True):
+            keep = ~np.isnan(row)
+            assert adj[keep] == pytest.approx(multipletests(row[keep], method="holm")[1], rel=1e-12)
+    finally:
+        gc.unfreeze()
+
+
+def test_factorial_with_identical_copies() -> None:
+    rng = np.random.default_rng(11)
+    y = [rng.normal(0.9, sim.SIGMA, 4) for _ in range(3)]
+    rows = [{"A": "fixed", "config_key": "c0", "weights_hash": f"w{i}", "replicate": 3 * i + c, "accuracy": a}
+            for i, a in enumerate(y[0]) for c in range(3)]  # every training of this level appears 3×
+    rows += [{"A": f"l{k}", "config_key": f"c{k}", "weights_hash": f"v{k}{i}", "replicate": i, "accuracy": a}
+             for k in (1, 2) for i, a in enumerate(y[k])]
+    rep = analyze(pd.DataFrame(rows))
+    assert rep["design"]["copies_dropped"] == 8
+    claims = _claims(rep, "A")
+    assert claims["mean"] == pytest.approx(ss.f_oneway(*y, equal_var=False).pvalue, rel=1e-8)
+    assert claims["spread"] == pytest.approx(ss.bartlett(*y).pvalue, rel=1e-8)
+
+    r = sim.factorial_copies(np.random.default_rng(20), STUDIES)
+    fwer = sim.family_rejects(r["family"]).mean()
+    assert BAND[0] <= fwer <= BAND[1], fwer
+    assert (r["anova_copies_counted"] < 0.05).mean() > 0.12  # the bug: copies counted as runs
+
+
+def test_paired_seed_blocks() -> None:
+    rng = np.random.default_rng(12)
+    block = rng.normal(0, sim.SIGMA, 5)
+    a, c = 0.9 + block + rng.normal(0, 0.003, 5), 0.9 + block + rng.normal(0, 0.003, 5)
+    rows = [{"lr": lv, "seed_block": f"s{i}", "replicate": i, "accuracy": v}
+            for lv, ys in (("a", a), ("c", c)) for i, v in enumerate(ys)]
+    rep = analyze(pd.DataFrame(rows))
+    claims = _claims(rep, "lr")
+    assert rep["design"]["paired"]["lr"]
+    assert claims["mean"] == pytest.approx(ss.ttest_rel(a, c).pvalue, rel=1e-8)  # AnovaRM F = t² at 2 levels
+    assert claims["spread"] == pytest.approx(ss.pearsonr(a + c, a - c).pvalue, rel=1e-8)
+    assert rep["seeds_needed"]["design"] == "paired" and rep["seeds_needed"]["n_per_group"] == 5
+
+    r = sim.paired(np.random.default_rng(21), STUDIES)
+    fwer = sim.family_rejects(r["family"]).mean()
+    assert BAND[0] <= fwer <= BAND[1], fwer
+    cover = np.mean((r["diff_ci"][:, 0] <= 0) & (0 <= r["diff_ci"][:, 1]))
+    assert 0.93 <= cover <= 0.97, cover
+    assert (r["bartlett_p"] < 0.05).mean() < 0.02  # why the paired spread test: unpaired ones lose their size
+
+
+def test_one_at_a_time_contrasts_base_runs_only() -> None:
+    rng = np.random.default_rng(13)
+    base, a1, a2 = (rng.normal(0.9, sim.SIGMA, 5) for _ in range(3))
+    b1 = rng.normal(0.92, sim.SIGMA, 5)
+    rows = [{"A": a, "B": b, "design": "one_at_a_time", "accuracy": v}
+            for a, b, ys in (("a0", "b0", base), ("a1", "b0", a1), ("a2", "b0", a2), ("a0", "b1", b1))
+            for v in ys]
+    rep = analyze(pd.DataFrame(rows))
+    a0 = next(r for r in rep["factors"]["A"]["levels"] if r["level"] == "a0")
+    assert a0["n"] == 5 and a0["mean"] == pytest.approx(base.mean())
+    assert _claims(rep, "A")["mean"] == pytest.approx(ss.f_oneway(base, a1, a2, equal_var=False).pvalue, rel=1e-8)
+
+    r = sim.one_at_a_time(np.random.default_rng(22), STUDIES)
+    fwer = sim.family_rejects(r["family"]).mean()
+    assert BAND[0] <= fwer <= BAND[1], fwer
+    assert (r["pooled_base_p"] < 0.05).mean() > 0.2  # the bug: b1 runs pooled into A's base level
+
+
+def test_unbalanced_with_failures() -> None:
+    rows = [{"opt": lv, "accuracy": np.nan if fail else 0.9 + 0.001 * i, "status": "FAILED" if fail else "FINISHED"}
+            for lv, n_fail in (("x", 3), ("y", 0), ("z", 1)) for i in range(10) for fail in [i < n_fail]]
+    rep = analyze(pd.DataFrame(rows))
+    fail = rep["factors"]["opt"]["failures"]
+    assert [(r["level"], r["failed"], r["runs"]) for r in fail["levels"]] == [("x", 3, 10), ("y", 0, 10), ("z", 1, 10)]
+    table = np.array([[3, 7], [0, 10], [1, 9]])
+    mc = ss.MonteCarloMethod(n_resamples=9999, rng=np.random.default_rng(0))
+    assert _claims(rep, "opt")["failures"] == pytest.approx(ss.fisher_exact(table, method=mc).pvalue, rel=1e-8)
+    assert any(s.startswith("Failure rates do not differ detectably by opt (Holm p=") for s in rep["verdict"])
+    rows = [{"opt": lv, "accuracy": np.nan if fail else 0.9 + 0.001 * i, "status": "FAILED" if fail else "FINISHED"}
+            for lv, n_fail in (("x", 8), ("y", 0)) for i in range(10) for fail in [i < n_fail]]
+    rep = analyze(pd.DataFrame(rows))
+    assert any(s.startswith("Failures differ by opt: x 8/10, y 0/10 (Fisher exact, Holm p=") for s in rep["verdict"])
+
+    r = sim.failures(np.random.default_rng(23), 300)
+    size = np.nanmean(r["family"] < 0.05, axis=0)
+    assert np.all((size[:2] >= BAND[0]) & (size[:2] <= BAND[1])), size
+    # Fisher's test is discrete: at 10 runs per level its size is ~0.025, so the family sits below 0.05
+    assert 0.015 <= sim.family_rejects(r["family"]).mean() <= BAND[1]
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_interval_coverage(n: int) -> None:
+    cover = sim.mean_std_coverage(np.random.default_rng(30 + n), 4000, n)
+    assert 0.93 <= cover["mean"] <= 0.97 and 0.93 <= cover["std"] <= 0.97, cover
+    welch = sim.welch_diff_coverage(np.random.default_rng(40 + n), 4000, n)
+    assert 0.93 <= welch <= 0.97, welch
+
+
+def test_harness_intervals_are_the_simulated_ones() -> None:
+    from harness.analysis.intervals import mean_ci, std_bounds, std_ci
+
+    x = np.random.default_rng(5).normal(0.9, sim.SIGMA, 3)
+    ref = ss.ttest_1samp(x, 0.9).confidence_interval(0.95)
+    assert mean_ci(x) == pytest.approx([ref.low, ref.high], rel=1e-12)
+    lo, hi = std_bounds(np.std(x, ddof=1), 2)
+    assert std_ci(x) == pytest.approx([lo, hi], rel=1e-12)
+
+
+def test_power_for_planted_effects() -> None:
+    # a 2 pp shift at 0.6 pp seed std survives the Holm family with 5 runs per level
+    assert sim.shift_power(np.random.default_rng(50), STUDIES, 5) >= 0.9
+    # 3× the variance at one level needs ~45 runs per level for Bartlett at power 0.9
+    assert sim.variance_power(np.random.default_rng(51), STUDIES, 45) >= 0.9
+    assert sim.variance_power(np.random.default_rng(52), STUDIES, 10) < 0.5  # and is hopeless at 10
+
+
+def test_crossed_seed_sources_fitted_jointly() -> None:
+    r = sim.crossed(np.random.default_rng(60), 1)
+    y = r["y"][0]
+    rows = [{"seeds.order": str(i), "seeds.init": str(j), "accuracy": 0.9 + 0.003 * y[i, j, 0]}
+            for i in range(6) for j in range(6)]
+    rep = analyze(pd.DataFrame(rows))
+    order, init = rep["random_effects"]["seeds.order"], rep["random_effects"]["seeds.init"]
+    assert order["crossed"] == ["seeds.init"] and init["crossed"] == ["seeds.order"]
+    assert order["partial_share_ci"] == pytest.approx(list(r["a_ci"][0]), rel=1e-8)  # joint F, not one at a time
+    assert init["partial_share_ci"] == pytest.approx(list(r["b_ci"][0]), rel=1e-8)
+    assert order["share_ci"] is None  # no exact interval for the share of the total
+
+    r = sim.crossed(np.random.default_rng(61), STUDIES)
+    for name in ("a", "b"):
+        cover = r[f"{name}_covered"].mean()
+        assert 0.93 <= cover <= 0.97, (name, cover)
+    assert (r["a_p"] < 0.05).mean() >= 0.9 and (r["b_p"] < 0.05).mean() >= 0.8  # 0.98 / 0.86 at 6 × 6 × 1
+    r = sim.crossed(np.random.default_rng(62), STUDIES, reps=2)
+    assert (r["a_p"] < 0.05).mean() >= 0.9 and (r["b_p"] < 0.05).mean() >= 0.9  # 1.00 / 0.97 with 2 runs per cell
