@@ -84,8 +84,12 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, workers: int = 1) -> 
             return False
 
     try:
-        wait_until(healthy, "mlflow server", 120)
+        wait_until(healthy, "mlflow server", 300)  # its schema migrations take minutes on a loaded machine
         yield url
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
