@@ -88,6 +88,13 @@ def test_bad_input_is_one_line_exit_2_and_stores_nothing(tmp_path, cli, case):
     assert not (tmp_path / "mlruns").exists()
 
 
+def test_sqlite_storage_refuses_more_workers_than_it_serves(tmp_path, cli):
+    done = cli("run", spec_file(tmp_path, "name: x\n" + GOOD_BASE), "--workers", "16", "--no-progress")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "--workers 16: a SQLite run storage serves at most 8 workers" in done.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
 def test_unreachable_tracking_server(tmp_path, cli):
     spec = spec_file(tmp_path, "name: x\ndata: {n: 100}\n" + GOOD_BASE)
     done = cli("run", spec, "--tracking-uri", "http://127.0.0.1:9", "--no-progress", timeout=120)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.commands.common import positive, spec_or_name, study_argument
+from harness.commands.common import spec_or_name, study_argument, worker_count
 from harness.errors import HarnessError
 
 EXIT_RUNS_FAILED = 1
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from harness import tracking
     from harness.execution import prepared, run_queue, runner
 
-    count = positive(args.workers, "--workers")
+    count = worker_count(args.workers, args.storage)
     study = prepared.prepare(spec)
     prepared.apply_device(spec)
     client = tracking.connect(args.tracking_uri or spec.tracking.uri)
@@ -58,7 +58,7 @@ def worker(args: argparse.Namespace) -> int:
     from harness.study.spec import parse_spec
 
     name, _ = study_argument(args)
-    count = positive(args.workers, "--workers")
+    count = worker_count(args.workers, args.storage)
     queue = run_queue.open_queue(run_queue.open_storage(args.storage), name, create=False)
     client = tracking.connect(args.tracking_uri or queue.user_attrs.get("tracking_uri"))
     prepared.apply_device(parse_spec(queue.user_attrs["spec_text"], Path(queue.user_attrs["spec_path"])))

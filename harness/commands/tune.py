@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.commands.common import positive
+from harness.commands.common import worker_count
 
 
 def tune(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def tune(args: argparse.Namespace) -> int:
     from harness.execution import prepared, run_queue, search
 
     search.check_search(spec)
-    count = positive(args.workers, "--workers")
+    count = worker_count(args.workers, args.storage)
     study = prepared.prepare(spec)
     prepared.apply_device(spec)
     client = tracking.connect(args.tracking_uri or spec.tracking.uri)
