@@ -187,13 +187,16 @@ def claim(queue: Any, process_key: list[Any]) -> Any | None:
     return Claimer(queue, process_key).claim()
 
 
+STALE_MISSES = 3  # each miss reads the whole trial back; 100 workers on stale copies of 2,000 stalled a study
+
+
 class Claimer:
     """A worker's claims: WAITING trials of one process group, taken atomically, listed only when its copy runs out.
 
     Listing the waiting trials loads every one of them (about 1 s for 2,000 on SQLite, measured by
     benchmarks/sim_queue.py); listing once per claim made every claim O(trials). A worker keeps its copy of the
     list, tries the entries in its own random order (so N workers do not all race for the first one), and lists
-    again only when the copy is used up. An entry another worker took meanwhile just fails the atomic
+    again when the copy is used up or has gone stale. An entry another worker took meanwhile just fails the atomic
     WAITING → RUNNING transition (Optuna's own, the one `Study.ask` uses).
     """
 
@@ -209,6 +212,7 @@ class Claimer:
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
+        misses = 0
         while self.candidates or self._list_waiting():
             trial_id = self.candidates.pop()
             try:
@@ -216,7 +220,10 @@ class Claimer:
                     self.queue._storage.record_heartbeat(trial_id)
                     return optuna.Trial(self.queue, trial_id)
             except UpdateFinishedTrialError:
-                continue
+                pass
+            misses += 1
+            if misses == STALE_MISSES:  # the copy has gone stale (others took its entries): list again
+                self.candidates, misses = [], 0
         return None
 
     def _list_waiting(self) -> bool:
