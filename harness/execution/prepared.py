@@ -46,13 +46,13 @@ def check_user_models(models: list, data: StudyData, seeds: dict[str, int]) -> N
     stored: a builder that fails to import, raises or returns no model is a one-line error here."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from harness.training.user_model import check_builders
+    from harness.training.user_model import check_builders, quiet_stderr
 
     distinct = list({model.model_dump_json(): model for model in models if model.builder}.values())
     if not distinct:
         return
     side_names = sorted(data.side)
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=quiet_stderr) as pool:
         future = pool.submit(check_builders, distinct, data.input_shape, data.n_classes, side_names, seeds)
         for warning in future.result():
             print(warning, file=sys.stderr)

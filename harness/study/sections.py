@@ -70,7 +70,10 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _options_fit_source(self) -> DataConfig:
         allowed = SOURCE_OPTIONS[self.source]
-        for key in sorted(self.model_fields_set - allowed - {"source"}):
+        # options that differ from their defaults (a dumped and re-read spec sets every key, to its default)
+        given = {key for key, field in type(self).model_fields.items()
+                 if getattr(self, key) != field.get_default(call_default_factory=True)}
+        for key in sorted(given - allowed - {"source"}):
             raise ValueError(f"'{key}' is not used by source '{self.source}'; allowed: {', '.join(sorted(allowed))}")
         if self.source != "synthetic" and self.path is None:
             raise ValueError(f"source '{self.source}' needs 'path' ({PATH_HELP[self.source]})")
@@ -78,7 +81,7 @@ class DataConfig(Strict):
             raise ValueError("source 'npz' needs 'images' and 'labels' (the names of its arrays)")
         if self.source == "csv" and self.label is None:
             for key in ("image_column", "side_inputs", "color", "resize", "interpolation"):
-                if key in self.model_fields_set:
+                if key in given:
                     raise ValueError(f"'{key}' needs 'label' (a generic csv); the contest csv has fixed columns")
         if self.image_column is None and self.color == "rgb" and self.source == "csv":
             raise ValueError("pixel columns are grayscale; 'color: rgb' needs 'image_column'")

@@ -121,6 +121,16 @@ def model_inputs(model: Any, images: np.ndarray, side: dict[str, np.ndarray]) ->
     return {name: images if name == IMAGE_INPUT else side[name] for name in names}
 
 
+def quiet_stderr() -> None:
+    """A checking child's initializer: the backends' C++ start-up noise must not break the parent's one-line error
+    (the check's result, errors and warnings included, comes back through the pool)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
 def check_builders(models: list[Any], input_shape: tuple[int, ...], n_classes: int, side_names: list[str],
                    seeds: dict[str, int]) -> list[str]:
     """Build each distinct user model (in a child process, before anything is stored): returns warnings.
