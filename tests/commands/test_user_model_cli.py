@@ -112,3 +112,21 @@ def test_readme_digits_example_gives_identical_weights_in_fresh_processes(tmp_pa
         assert done.returncode == 0, done.stderr[-2000:]
         hashes.append(json.loads(done.stdout.strip().splitlines()[-1]))
     assert hashes[0] == hashes[1] and hashes[0][0] != hashes[0][1]
+
+
+@pytest.mark.slow
+def test_doctor_warns_about_a_builder_that_ignores_seeds(user_study, cli):
+    unseeded = NET + '''
+
+def unseeded(input_shape, n_classes, args, seeds):
+    image = keras.Input(shape=input_shape, name="image")
+    return keras.Model(image, layers.Dense(n_classes)(layers.Flatten()(image)))
+'''
+    (user_study / "net.py").write_text(unseeded)
+    (user_study / "u.yaml").write_text(SPEC.format(name="u", function="unseeded"))
+    done = cli("doctor", "--study", "u.yaml")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "warning: model.builder" in done.stdout and "two builds with the same seeds differ" in done.stdout
+    (user_study / "s.yaml").write_text(SPEC.format(name="s", function="build"))
+    seeded = cli("doctor", "--study", "s.yaml")
+    assert seeded.returncode == 0 and "two builds" not in seeded.stdout
