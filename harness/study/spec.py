@@ -105,6 +105,13 @@ class RunConfig(Strict):
     stages: dict[str, StageDef] = Field(default_factory=lambda: {"train": StageDef()})
     stage_order: list[str] = Field(default_factory=lambda: ["train"], min_length=1)
 
+    @model_validator(mode="after")
+    def _augmentation_is_built_in(self) -> RunConfig:
+        if self.model.builder and self.augmentation.enabled:
+            raise ValueError("augmentation belongs to the built-in CNN; a builder adds its own augmentation layers "
+                             "(seeded with seeds.augment())")
+        return self
+
 
 class TrackingConfig(Strict):
     uri: str | None = None

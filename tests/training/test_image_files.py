@@ -225,3 +225,26 @@ def test_data_options_are_checked_per_source(tmp_path, data, expected):
     with pytest.raises(SpecError, match="^[^\n]*$") as caught:
         parse_spec(f"name: s\ndata: {data}\n", tmp_path / "s.yaml")
     assert expected in str(caught.value)
+
+
+def test_rgb_images_are_preprocessed_channel_by_channel_and_cached(tmp_path):
+    from harness.study.pipeline import parse_pipeline
+    from harness.training import preprocess
+
+    rgb = np.stack([_image(seed, 8, rgb=True) for seed in range(5)])
+    steps = parse_pipeline([{"upscale": {"factor": 2}}, "equalize", {"erode": {"kernel": 2}}], "p")
+    out = preprocess.apply_pipeline(rgb, steps)
+    assert out.shape == (5, 16, 16, 3) and out.dtype == np.float32
+    for channel in range(3):
+        alone = preprocess.apply_pipeline(np.ascontiguousarray(rgb[..., channel]), steps)
+        assert np.array_equal(out[..., channel], alone)
+    first, hit = preprocess.cached_pipeline(rgb, "fp-rgb", steps, tmp_path)
+    again, hit_again = preprocess.cached_pipeline(rgb, "fp-rgb", steps, tmp_path)
+    assert not hit and hit_again and np.array_equal(first, again)
+
+
+def test_augmentation_section_is_refused_for_a_user_model(tmp_path):
+    (tmp_path / "m.py").write_text("def build(*a):\n    pass\n")
+    text = "name: a\nbase:\n  model: {builder: m.py:build}\n  augmentation: {enabled: true}\n"
+    with pytest.raises(SpecError, match="augmentation belongs to the built-in CNN"):
+        parse_spec(text, tmp_path / "a.yaml")
