@@ -146,3 +146,6 @@ def _utility_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--n", type=int, default=2048, help="training images (default 2048, the contest's)")
     synth.add_argument("--n-test", type=int, default=0, help="test images without labels (default 0)")
     synth.add_argument("--seed", type=int, default=0)
+    digits = _command(actions, "digits", ("data", "digits"), "write scikit-learn's bundled 8x8 digits (1,797 "
+                      "images, offline) as a class-folder tree of PNGs")
+    digits.add_argument("--out", type=Path, required=True)

@@ -22,7 +22,8 @@ def main(spec_path: str, indices: list[int], cache_dir: Path) -> None:
     images_for = partial(study.data.images_for, cache_dir=cache_dir)
     hashes = []
     for run in runs:
-        result = train_run(run, study.data.ids, study.data.digits, images_for)
+        result = train_run(run, study.data.ids, study.data.digits, images_for, side=study.data.side,
+                           n_classes=study.data.n_classes)
         if result.status != "FINISHED":
             raise SystemExit(f"run {run.name} failed: {result.failure_reason}")
         hashes.append(result.weights_hash)

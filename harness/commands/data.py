@@ -1,4 +1,4 @@
-"""`harness data synth` and `harness preview`: the built-in data set as files, and what preprocessing does to it."""
+"""`harness data synth|digits` and `harness preview`: data sets as files, and what preprocessing does to them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,26 @@ def synth(args: argparse.Namespace) -> int:
 
     for path in export_synthetic(args.out, args.n, args.n_test, args.seed):
         print(path)
+    return 0
+
+
+def digits(args: argparse.Namespace) -> int:
+    """scikit-learn's bundled 8x8 digits (1,797 images, no download) as OUT/<digit>/<index>.png, 0..255 grey."""
+    import cv2
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from harness.errors import HarnessError
+
+    bunch = load_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # the set's grey levels are 0..16
+    out = Path(args.out)
+    for index, (image, label) in enumerate(zip(images, bunch.target, strict=True)):
+        path = out / str(label) / f"{index:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(path), image):
+            raise HarnessError(f"{path}: cannot write the image")
+    print(f"{out}: {len(images)} images in {len(set(bunch.target))} class folders")
     return 0
 
 

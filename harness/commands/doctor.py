@@ -87,9 +87,33 @@ def diagnose(backends: list[str], tracking_uri: str | None, storage_url: str | N
     if spec is not None:
         problems = device_problems(spec) + problems
         warnings += _thread_warnings(spec, report["cpus_usable"])
+        builder_problems, builder_warnings = user_model_findings(spec)
+        problems, warnings = problems + builder_problems, warnings + builder_warnings
     report["study"] = None if spec is None else spec.name
     report["problems"], report["warnings"] = problems, warnings
     return report
+
+
+def user_model_findings(spec: Any) -> tuple[list[str], list[str]]:
+    """A study's user models, built twice with the same seeds: (problems, warnings). Builders that ignore `seeds`
+    are warned about here, before a long study whose replicates would then differ for reasons no seed explains."""
+    from harness.errors import HarnessError
+    from harness.study.design import plan_runs
+    from harness.training.sources import load_study_data
+    from harness.training.user_model import check_builders
+
+    try:
+        data = load_study_data(spec.data)
+        runs = plan_runs(spec, data.fingerprint, data.images.shape[1])
+        models = list({run.config.model.model_dump_json(): run.config.model for run in runs
+                       if run.config.model.builder}.values())
+        if not models:
+            return [], []
+        with native_stderr_silenced():
+            found = check_builders(models, data.input_shape, data.n_classes, sorted(data.side), runs[0].seeds)
+    except HarnessError as err:
+        return [str(err)], []
+    return [], [warning.removeprefix("warning: ") for warning in found]
 
 
 def _ram_gb() -> float:

@@ -69,11 +69,11 @@ def chosen_config(client: Any, study: str, spec: StudySpec | None = None) -> Cho
     return Chosen(spec, spec.base, "the study's base config", exp_id)
 
 
-def ensemble_members(chosen: Chosen, k: int, fingerprint: str) -> list[Any]:
+def ensemble_members(chosen: Chosen, k: int, fingerprint: str, image_size: int = 28) -> list[Any]:
     """K planned runs of one config that differ only in their init, order, augment and dropout seeds."""
     fresh = [s for s in SEED_SOURCES if s != "split"]  # one split: members agree on what validation means
     config = chosen.config.model_copy(update={"seeds": chosen.config.seeds.model_copy(update={"fresh": fresh})})
-    stages = resolve_stages(config)
+    stages = resolve_stages(config, image_size)
     return [make_run(chosen.spec.name, member, {}, config, effective_seeds(config, member), stages, fingerprint)
             for member in range(k)]
 
@@ -82,13 +82,14 @@ def predict_submission(client: Any, study: str, spec: StudySpec | None, data_pat
                        k: int) -> dict[str, Any]:
     """Train (or load) K members, average their softmax over the file's images, write `id,digit`."""
     from harness.training import determinism
-    from harness.training.data import load_contest_csv
+    from harness.training.data import LETTERS, load_contest_csv
     from harness.training.sources import load_study_data
+    from harness.training.user_model import model_inputs
 
     chosen = chosen_config(client, study, spec)
     target = load_contest_csv(data_path)  # a bad file is refused before any training
     train = load_study_data(chosen.spec.data)
-    members = ensemble_members(chosen, k, train.fingerprint)
+    members = ensemble_members(chosen, k, train.fingerprint, train.images.shape[1])
     key = stable_hash({"members": [m.run_key for m in members], "data": train.fingerprint})
     determinism.configure_process(chosen.config.determinism, chosen.config.backend)
     exp_id = chosen.experiment_id
@@ -96,7 +97,9 @@ def predict_submission(client: Any, study: str, spec: StudySpec | None, data_pat
     if models is None:
         models, reused = _train_members(members, train), False
     steps = members[0].stages[-1].steps
-    x = preprocess.cached_pipeline(target.images, target.fingerprint, steps, CACHE_DIR)[0][..., None]
+    images = preprocess.cached_pipeline(target.images, target.fingerprint, steps, CACHE_DIR)[0]
+    letters = np.searchsorted(np.array(LETTERS), target.letters).astype(np.int32)[:, None]
+    x = model_inputs(models[0], images, {"letter": letters})  # a user model may take the letter as a side input
     probabilities = np.mean([_softmax(model.predict(x, batch_size=512, verbose=0)) for model in models], axis=0)
     submission = pd.DataFrame({"id": target.ids, "digit": probabilities.argmax(axis=1)})
     write_atomic(out, submission.to_csv(index=False))
@@ -116,7 +119,7 @@ def _train_members(members: list[Any], train: Any) -> list[Any]:
     models = []
     for member in members:
         result = train_run(member, train.ids, train.digits, partial(train.images_for, cache_dir=CACHE_DIR),
-                           keep_model=True)
+                           keep_model=True, side=train.side, n_classes=train.n_classes)
         if result.status != "FINISHED":
             raise HarnessError(f"ensemble member {member.replicate} failed to train: {result.failure_reason}")
         models.append(result.model)
@@ -142,7 +145,7 @@ def _stored_models(client: Any, exp_id: str, key: str) -> list[Any] | None:
     return [mlflow.keras.load_model(uri) for uri in uris]
 
 
-def _log(client: Any, exp_id: str, key: str, models: list[Any], x: np.ndarray, probabilities: np.ndarray,
+def _log(client: Any, exp_id: str, key: str, models: list[Any], x: Any, probabilities: np.ndarray,
          out: Path, result: dict[str, Any]) -> None:
     """A predict run: members with signatures, the submission as an artifact; FINISHED only once all are logged."""
     import mlflow
@@ -150,7 +153,8 @@ def _log(client: Any, exp_id: str, key: str, models: list[Any], x: np.ndarray, p
     from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(client.tracking_uri)
-    signature = infer_signature(x[:2].astype(np.float32), probabilities[:2].astype(np.float32))
+    head = {name: value[:2] for name, value in x.items()} if isinstance(x, dict) else x[:2].astype(np.float32)
+    signature = infer_signature(head, probabilities[:2].astype(np.float32))
     tags = {tracking.ROLE: ROLE_PREDICT, tracking.STUDY: result["study"], PREDICT_KEY: key}
     with mlflow.start_run(experiment_id=exp_id, run_name=f"predict · ensemble={len(models)}", tags=tags) as run:
         uris = [mlflow.keras.log_model(model, name=f"member-{i}", signature=signature).model_uri

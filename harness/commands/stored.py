@@ -49,7 +49,7 @@ class StoredStudy:
             return None
         from harness.study.design import plan_runs
 
-        return {run.run_key for run in plan_runs(self.spec, self._data.fingerprint)}
+        return {run.run_key for run in plan_runs(self.spec, self._data.fingerprint, self._data.images.shape[1])}
 
     @cached_property
     def _data(self) -> Any:

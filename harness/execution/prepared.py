@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +35,27 @@ class Study:
 
 def prepare(spec: StudySpec) -> Study:
     study_data = load_study_data(spec.data)
-    runs = plan_runs(spec, study_data.fingerprint)
+    runs = plan_runs(spec, study_data.fingerprint, study_data.images.shape[1])
     check_splits(runs, study_data.digits, spec)
+    check_user_models([run.config.model for run in runs], study_data, runs[0].seeds if runs else {})
     return Study(spec, study_data, runs)
+
+
+def check_user_models(models: list, data: StudyData, seeds: dict[str, int]) -> None:
+    """Build each distinct user model once in a child process (Keras stays out of this one) before anything is
+    stored: a builder that fails to import, raises or returns no model is a one-line error here."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from harness.training.user_model import check_builders, quiet_stderr
+
+    distinct = list({model.model_dump_json(): model for model in models if model.builder}.values())
+    if not distinct:
+        return
+    side_names = sorted(data.side)
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=quiet_stderr) as pool:
+        future = pool.submit(check_builders, distinct, data.input_shape, data.n_classes, side_names, seeds)
+        for warning in future.result():
+            print(warning, file=sys.stderr)
 
 
 def check_splits(runs: list[PlannedRun], digits: np.ndarray, spec: StudySpec) -> None:

@@ -92,7 +92,8 @@ def train_group(storage_url: str, study_name: str, group: list[Any], tracking_ur
 
     determinism.configure_group(group)
     attached = workers.Attached.connect(storage_url, study_name, tracking_uri, cache_dir)
-    GroupWorker(attached, plan_runs(attached.spec, attached.data.fingerprint)).loop(group)
+    runs = plan_runs(attached.spec, attached.data.fingerprint, attached.data.images.shape[1])
+    GroupWorker(attached, runs).loop(group)
 
 
 @dataclass

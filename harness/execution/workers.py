@@ -87,7 +87,8 @@ class Attached:
                                           trial.number)
             trial.set_user_attr("mlflow_run_id", run_id)
             try:
-                result = train_run(run, self.data.ids, self.data.digits, self.images_for, on_epoch=on_epoch)
+                result = train_run(run, self.data.ids, self.data.digits, self.images_for, on_epoch=on_epoch,
+                                   side=self.data.side, n_classes=self.data.n_classes)
                 tracking.finish_child(self.client, run_id, result)
             except KeyboardInterrupt:
                 tracking.end_child(self.client, run_id, "KILLED", "interrupted (Ctrl-C); rerun to resume")

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from harness.errors import SpecError
-from harness.study import pipeline
+from harness.study import builders, pipeline
 from harness.study.spec import SEED_SOURCES, RunConfig, StudySpec, describe_validation_error
 
 MAX_IMAGE_SIZE = 224  # 2,000 images at 224 px are 400 MB as float32; beyond that a CPU study is hopeless
@@ -69,6 +69,12 @@ class PlannedRun:
     def resolved(self) -> dict[str, Any]:
         """The config that determines the result: logged as params and hashed into the keys."""
         body = self.config.model_dump(mode="json", exclude={"pipelines", "stages", "stage_order", "seeds"})
+        model = self.config.model
+        if model.builder is None:  # the built-in CNN's keys stay what they were before user models existed
+            del body["model"]["builder"], body["model"]["args"]
+        else:  # the builder's own settings, and augmentation (the builder's business, via seeds.augment)
+            body["model"] = {**builders.identity(model.builder), "args": body["model"]["args"]}
+            del body["augmentation"]
         return {**body, "seeds": self.seeds, "stages": [s.as_dict() for s in self.stages]}
 
 
@@ -106,8 +112,8 @@ def short_factor_names(keys: list[str]) -> dict[str, str]:
 CANDIDATE = "candidate"  # the factor a `listed` design varies: the name of each configuration
 
 
-def plan_runs(spec: StudySpec, data_fingerprint: str) -> list[PlannedRun]:
-    """Every run the study asks for, in a stable order."""
+def plan_runs(spec: StudySpec, data_fingerprint: str, image_size: int = 28) -> list[PlannedRun]:
+    """Every run the study asks for, in a stable order (`image_size`: the data's side length in px)."""
     runs = []
     for factor_values in _design_points(spec):
         if spec.design == "listed":
@@ -117,7 +123,7 @@ def plan_runs(spec: StudySpec, data_fingerprint: str) -> list[PlannedRun]:
         else:
             config = apply_overrides(spec.base, factor_values)
             labels = {key: level_label(value) for key, value in factor_values.items()}
-        stages = resolve_stages(config)
+        stages = resolve_stages(config, image_size)
         for replicate in range(spec.repeats):
             seeds = effective_seeds(config, replicate)
             runs.append(make_run(spec.name, replicate, labels, config, seeds, stages, data_fingerprint,
@@ -189,7 +195,7 @@ def _set_path(raw: dict[str, Any], dotted: str, value: Any, where: str = "factor
     node[parts[-1]] = copy.deepcopy(value)
 
 
-def resolve_stages(config: RunConfig) -> tuple[Stage, ...]:
+def resolve_stages(config: RunConfig, image_size: int = 28) -> tuple[Stage, ...]:
     """Stage names → stages with concrete steps; every stage must feed the model the same image size.
 
     Every pipeline under `pipelines` is validated, used or not: a typo in one a later edit switches on must not
@@ -210,14 +216,14 @@ def resolve_stages(config: RunConfig) -> tuple[Stage, ...]:
                 raise SpecError(f"{where}: unknown pipeline '{raw_steps}'; defined: {allowed}")
             where, raw_steps = f"pipelines.{raw_steps}", config.pipelines[raw_steps]
         stages.append(Stage(name, stage.epochs, pipeline.parse_pipeline(raw_steps, where)))
-    sizes = {s.name: pipeline.output_size(s.steps) for s in stages}
+    sizes = {s.name: pipeline.output_size(s.steps, image_size) for s in stages}
     if len(set(sizes.values())) > 1:
         shown = ", ".join(f"{name}: {size}px" for name, size in sizes.items())
         raise SpecError(f"stage_order: stages must produce one image size for one model; got {shown}")
     size = next(iter(sizes.values()))
     if size > MAX_IMAGE_SIZE:
         raise SpecError(f"stages: pipelines upscale to {size}px; allowed: at most {MAX_IMAGE_SIZE}px")
-    if size // 2**config.model.depth < 1:
+    if config.model.builder is None and size // 2**config.model.depth < 1:
         raise SpecError(
             f"model.depth: {config.model.depth} pooling blocks shrink {size}px images to nothing; "
             f"allowed: at most {size.bit_length() - 1}"

@@ -15,7 +15,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -24,28 +23,10 @@ from pydantic import (
 )
 
 from harness.errors import SpecError
+from harness.study.sections import MAX_SEED, DataConfig, ModelConfig, Strict
 
 SeedSource = Literal["init", "order", "augment", "dropout", "split"]
 SEED_SOURCES: tuple[str, ...] = typing.get_args(SeedSource)
-MAX_SEED = 2**31 - 1  # numpy and TensorFlow take 32-bit seeds
-
-
-class Strict(BaseModel):
-    """Base for every spec section: unknown keys are errors and objects are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelConfig(Strict):
-    filters: int = Field(16, ge=1, le=512)
-    depth: int = Field(2, ge=1, le=5)
-    kernel_size: int = Field(3, ge=1, le=7)
-    dense_units: int = Field(64, ge=1, le=4096)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    batch_norm: bool = False  # measured: with batch 32-64 on ~2k images it learns slower and noisier
-    head: Literal["flatten", "global_pool"] = "flatten"
-
-
 class AugmentationConfig(Strict):
     enabled: bool = False
     rotation: float = Field(0.05, ge=0.0, le=0.5)
@@ -124,17 +105,11 @@ class RunConfig(Strict):
     stages: dict[str, StageDef] = Field(default_factory=lambda: {"train": StageDef()})
     stage_order: list[str] = Field(default_factory=lambda: ["train"], min_length=1)
 
-
-class DataConfig(Strict):
-    source: Literal["synthetic", "csv"] = "synthetic"
-    n: int = Field(2000, ge=50, le=200_000)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    path: Path | None = None
-
     @model_validator(mode="after")
-    def _csv_needs_path(self) -> DataConfig:
-        if self.source == "csv" and self.path is None:
-            raise ValueError("source 'csv' needs 'path' (a contest train.csv or train.csv.gz)")
+    def _augmentation_is_built_in(self) -> RunConfig:
+        if self.model.builder and self.augmentation.enabled:
+            raise ValueError("augmentation belongs to the built-in CNN; a builder adds its own augmentation layers "
+                             "(seeded with seeds.augment())")
         return self
 
 
@@ -248,9 +223,27 @@ def parse_spec(text: str, path: Path) -> StudySpec:
     data = spec.data
     if data.path is not None and not data.path.is_absolute():
         data = data.model_copy(update={"path": (path.parent / data.path).resolve()})
-    spec = spec.model_copy(update={"data": data})
+    spec = resolve_builders(spec.model_copy(update={"data": data}), path.parent)
     spec._source_path, spec._source_text = path, text
     return spec
+
+
+def resolve_builders(spec: StudySpec, folder: Path) -> StudySpec:
+    """Builder files named relative to the spec (base, factors, points) → absolute paths; modules stay as given."""
+
+    def absolute(ref: Any) -> Any:
+        if not isinstance(ref, str) or ".py:" not in ref:
+            return ref
+        file, function = ref.rsplit(":", 1)
+        return ref if Path(file).is_absolute() else f"{(folder / file).resolve()}:{function}"
+
+    model = spec.base.model.model_copy(update={"builder": absolute(spec.base.model.builder)})
+    factors = {key: [absolute(v) for v in values] if key == "model.builder" else values
+               for key, values in spec.factors.items()}
+    points = {name: {key: absolute(v) if key == "model.builder" else v for key, v in point.items()}
+              for name, point in spec.points.items()}
+    return spec.model_copy(update={"base": spec.base.model_copy(update={"model": model}), "factors": factors,
+                                   "points": points})
 
 
 def describe_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:

@@ -26,6 +26,8 @@ def build_cnn(
     model: ModelConfig,
     augmentation: AugmentationConfig,
     seeds: dict[str, int],
+    channels: int = 1,
+    n_classes: int = N_CLASSES,
 ) -> Any:
     import keras
     from keras import layers
@@ -38,7 +40,7 @@ def build_cnn(
     def kernel_init() -> Any:
         return keras.initializers.HeUniform(seed=next(init_seeds))
 
-    inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
+    inputs = keras.Input(shape=(image_size, image_size, channels), name="image")
     x = inputs
     if augmentation.enabled:
         x = layers.RandomRotation(augmentation.rotation, fill_mode="constant", seed=next(augment_seeds))(x)
@@ -63,5 +65,5 @@ def build_cnn(
     x = layers.Dropout(model.dropout, seed=next(dropout_seeds))(x)
     x = layers.Dense(model.dense_units, activation="relu", kernel_initializer=kernel_init())(x)
     x = layers.Dropout(model.dropout, seed=next(dropout_seeds))(x)
-    outputs = layers.Dense(N_CLASSES, kernel_initializer=kernel_init(), name="logits", dtype="float32")(x)
+    outputs = layers.Dense(n_classes, kernel_initializer=kernel_init(), name="logits", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="hidden_digit_cnn")

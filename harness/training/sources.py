@@ -1,28 +1,43 @@
 """A study's training data, whatever its source: images, labels and the fingerprint that keys runs and cache.
 
 `spec.data` names the source; everything downstream (planning, training, the preprocessing cache, workers on
-other machines checking they see the same data) uses only the `StudyData` built here.
+other machines checking they see the same data) uses only the `StudyData` built here. Side inputs (per-row
+values such as the contest's letter) reach a user model whose builder declares an input of the same name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.errors import DataError
-from harness.study.spec import DataConfig
+from harness.study.sections import DataConfig
 from harness.training import preprocess
+
+DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
 
 
 @dataclass(frozen=True)
 class StudyData:
     ids: np.ndarray
-    digits: np.ndarray
-    images: np.ndarray
+    digits: np.ndarray  # class index per row, 0..n_classes-1 (digits for the contest and synthetic sets)
+    images: np.ndarray  # uint8 (N, S, S) grayscale or (N, S, S, 3) RGB
     fingerprint: str
+    side: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, 1) array
+    classes: tuple[str, ...] = DIGIT_CLASSES  # class index -> name
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one image as the model gets it (without the batch axis): (S, S, channels)."""
+        return (*self.images.shape[1:3], 1 if self.images.ndim == 3 else self.images.shape[3])
 
     def images_for(self, stage: Any, cache_dir: Path) -> np.ndarray:
         """A stage's preprocessed images, from the disk cache (computed once per data set and pipeline)."""
@@ -30,7 +45,37 @@ class StudyData:
 
 
 def load_study_data(config: DataConfig) -> StudyData:
-    """The embedded synthetic set, or a contest train file the spec points at."""
+    """The embedded synthetic set, a contest train file, or the user's own images (folder, npz, generic csv)."""
+    if config.source == "synthetic" or (config.source == "csv" and config.label is None):
+        return _contest_format(config)
+    from harness.training import image_files
+
+    loaders = {"folder": image_files.load_folder, "npz": image_files.load_npz, "csv": image_files.load_generic_csv}
+    images, labels, side = loaders[config.source](config)
+    classes, codes = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"{config.path}: every image has label {classes[0]!r}; allowed: at least 2 classes")
+    return user_data(images, codes.astype(np.int64), tuple(str(c) for c in classes), side)
+
+
+def user_data(images: np.ndarray, codes: np.ndarray, classes: tuple[str, ...],
+              side: dict[str, np.ndarray]) -> StudyData:
+    """StudyData with a content fingerprint over images, labels, class names and side inputs."""
+    digest = hashlib.sha256(f"user-data-v1 {images.shape} {classes!r};".encode())
+    digest.update(np.ascontiguousarray(images).tobytes())
+    digest.update(np.ascontiguousarray(codes, dtype="<i8").tobytes())
+    for name in sorted(side):
+        digest.update(f"{name} {side[name].dtype};".encode())
+        digest.update(np.ascontiguousarray(side[name]).tobytes())
+    for array in (images, codes, *side.values()):
+        array.setflags(write=False)
+    ids = np.arange(len(images), dtype=np.int64)
+    return StudyData(ids, codes, images, digest.hexdigest()[:16], side, classes)
+
+
+def _contest_format(config: DataConfig) -> StudyData:
+    from harness.training.data import LETTERS
+
     if config.source == "synthetic":
         from harness.training.synthetic import synthesize
 
@@ -41,4 +86,5 @@ def load_study_data(config: DataConfig) -> StudyData:
         dataset = load_contest_csv(config.path)
         if dataset.digits is None:
             raise DataError(f"{config.path}: training needs a 'digit' column (a contest train file)")
-    return StudyData(dataset.ids, dataset.digits, dataset.images, dataset.fingerprint)
+    letter = np.searchsorted(np.array(LETTERS), dataset.letters).astype(np.int32)[:, None]
+    return StudyData(dataset.ids, dataset.digits, dataset.images, dataset.fingerprint, {"letter": letter})

@@ -63,28 +63,41 @@ def split_indices(digits: np.ndarray, evaluation: EvaluationConfig, seed: int) -
 
 
 def train_run(run: PlannedRun, ids: np.ndarray, digits: np.ndarray, images_for: ImagesFor,
-              on_epoch: EpochHook | None = None, keep_model: bool = False) -> RunResult:
-    """Train one planned run from scratch; never raises for a training failure."""
+              on_epoch: EpochHook | None = None, keep_model: bool = False,
+              side: dict[str, np.ndarray] | None = None, n_classes: int = N_CLASSES) -> RunResult:
+    """Train one planned run from scratch; never raises for a training failure.
+
+    `side`: per-row side inputs (fed to a user model that declares them); `n_classes`: labels are 0..n-1.
+    """
     started = time.perf_counter()
     try:
-        return _train(run, ids, digits, images_for, started, on_epoch, keep_model)
+        return _train(run, ids, digits, images_for, started, on_epoch, keep_model, side or {}, n_classes)
     except Exception as err:  # a broken run must not end the study; its reason is recorded
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
         return RunResult(run, "FAILED", failure_reason=reason, wall_time_s=time.perf_counter() - started)
 
 
 def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, on_epoch: EpochHook | None,
-           keep_model: bool) -> RunResult:
+           keep_model: bool, side: dict[str, np.ndarray], n_classes: int) -> RunResult:
     import keras
 
     from harness.training.model import build_cnn
+    from harness.training.user_model import build_user_model, model_inputs
 
     determinism.seed_run()
     keras.mixed_precision.set_dtype_policy(run.config.training.precision)
     train_idx, val_idx = split_indices(digits, run.config.evaluation, run.seeds["split"])
-    size = images_for(run.stages[0]).shape[1]
-    model = build_cnn(size, run.config.model, run.config.augmentation, run.seeds)
-    loss_function = _loss(run)
+    first = images_for(run.stages[0])
+    shape = (*first.shape[1:3], first.shape[3] if first.ndim == 4 else 1)
+    if run.config.model.builder:
+        model = build_user_model(run.config.model, shape, n_classes, run.seeds)
+    else:
+        model = build_cnn(shape[0], run.config.model, run.config.augmentation, run.seeds, shape[2], n_classes)
+
+    def inputs(images: np.ndarray, rows: np.ndarray | None = None) -> Any:
+        return model_inputs(model, images, side) if rows is None else _take(inputs(images), rows)
+
+    loss_function = _loss(run, n_classes)
     model.compile(
         optimizer=_optimizer(run, total_steps(run, len(train_idx))),
         loss=loss_function,
@@ -94,18 +107,19 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
     )
     history: list[dict[str, Any]] = []
     for stage_index, stage in enumerate(run.stages):
-        images = images_for(stage)[..., None]
-        failure = _fit_stage(model, run, stage, stage_index, images, digits, train_idx, val_idx, history, on_epoch)
+        images = inputs(images_for(stage))
+        failure = _fit_stage(model, run, stage, stage_index, images, digits, train_idx, val_idx, history, on_epoch,
+                             n_classes)
         if failure.startswith(PRUNED):
             accuracy = history[-1].get("val_accuracy", math.nan)
             return RunResult(run, "PRUNED", failure, accuracy=accuracy, history=history,
                              wall_time_s=time.perf_counter() - started)
         if failure:
             return RunResult(run, "FAILED", failure, history=history, wall_time_s=time.perf_counter() - started)
-    x_val = images_for(run.stages[-1])[val_idx][..., None]
+    x_val = inputs(images_for(run.stages[-1]), val_idx)
     logits = model.predict(x_val, batch_size=512, verbose=0)
     predicted = logits.argmax(axis=1)
-    loss = float(loss_function(targets(digits[val_idx], run), logits))
+    loss = float(loss_function(targets(digits[val_idx], run, n_classes), logits))
     predictions = pd.DataFrame({"id": ids[val_idx], "label": digits[val_idx], "pred": predicted})
     return RunResult(
         run,
@@ -132,13 +146,14 @@ def _fit_stage(
     val_idx,
     history: list[dict[str, Any]],
     on_epoch: EpochHook | None = None,
+    n_classes: int = N_CLASSES,
 ) -> str:
     """Fit one stage's epochs, appending per-epoch rows to `history`; returns a failure reason or ''."""
     import keras
 
     order_seed = int(np.random.SeedSequence([run.seeds["order"], stage_index]).generate_state(1)[0] >> 1)
-    labels = targets(digits, run)
-    train = shuffled_batches(images[train_idx], labels[train_idx], run.config.training.batch_size, order_seed)
+    labels = targets(digits, run, n_classes)
+    train = shuffled_batches(_take(images, train_idx), labels[train_idx], run.config.training.batch_size, order_seed)
     first_epoch = len(history)
     clock = {"start": time.perf_counter()}
     pruned: list[int] = []
@@ -165,7 +180,7 @@ def _fit_stage(
         train,
         epochs=first_epoch + stage.epochs,
         initial_epoch=first_epoch,
-        validation_data=(images[val_idx], labels[val_idx]),
+        validation_data=(_take(images, val_idx), labels[val_idx]),
         validation_batch_size=512,
         shuffle=False,  # `shuffled_batches` shuffles, seeded by the data-order seed
         callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record)],
@@ -177,7 +192,12 @@ def _fit_stage(
     return f"{PRUNED} after epoch {pruned[0]}" if pruned else ""
 
 
-def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Any:
+def _take(x: Any, rows: np.ndarray) -> Any:
+    """Rows of the model's input: an array, or a dict of arrays (images and side inputs)."""
+    return {name: array[rows] for name, array in x.items()} if isinstance(x, dict) else x[rows]
+
+
+def shuffled_batches(x: Any, y: np.ndarray, batch_size: int, seed: int) -> Any:
     """Mini-batches in an order that depends only on (seed, epoch), on any Keras backend.
 
     A numpy permutation per epoch instead of tf.data's shuffle: TensorFlow mixes its global seed into op seeds,
@@ -192,14 +212,14 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -
             self.order = self._permutation()
 
         def _permutation(self) -> np.ndarray:
-            return np.random.default_rng([seed, self.epoch]).permutation(len(x))
+            return np.random.default_rng([seed, self.epoch]).permutation(len(y))
 
         def __len__(self) -> int:
-            return -(-len(x) // batch_size)
+            return -(-len(y) // batch_size)
 
-        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        def __getitem__(self, index: int) -> tuple[Any, np.ndarray]:
             rows = self.order[index * batch_size : (index + 1) * batch_size]
-            return x[rows], y[rows]
+            return _take(x, rows), y[rows]
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
@@ -225,7 +245,7 @@ def _optimizer(run: PlannedRun, steps: int) -> Any:
     return kinds[training.optimizer](learning_rate=rate)
 
 
-def _loss(run: PlannedRun) -> Any:
+def _loss(run: PlannedRun, n_classes: int = N_CLASSES) -> Any:
     """Sparse labels unless smoothing is asked for (Keras smooths only one-hot targets)."""
     import keras
 
@@ -235,10 +255,10 @@ def _loss(run: PlannedRun) -> Any:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def targets(digits: np.ndarray, run: PlannedRun) -> np.ndarray:
+def targets(digits: np.ndarray, run: PlannedRun, n_classes: int = N_CLASSES) -> np.ndarray:
     """What the loss compares logits with: digits, or their one-hot rows when labels are smoothed."""
     if run.config.training.label_smoothing:
-        return np.eye(N_CLASSES, dtype="float32")[digits]
+        return np.eye(n_classes, dtype="float32")[digits]
     return digits
 
 

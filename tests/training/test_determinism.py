@@ -26,7 +26,7 @@ factors:
 
 
 def hashes(spec_path: Path, *indices: int) -> list[str]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(HERE.parent)}
     done = subprocess.run(
         [sys.executable, str(HERE / "train_hashes.py"), str(spec_path), *map(str, indices)],
         capture_output=True,

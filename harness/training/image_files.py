@@ -1,0 +1,197 @@
+"""The user's own images: a class-folder tree, an .npz archive, or a generic csv (pixel or image-path columns).
+
+Each loader returns (images uint8 (N, S, S) or (N, S, S, 3), label names (N,), side inputs); every bad input
+is refused with one line naming the file, row or path and what is allowed, before anything trains.
+Images are decoded by OpenCV only.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import DataError
+from harness.study.sections import DataConfig
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ALLOWED_SUFFIXES = ", ".join(IMAGE_SUFFIXES)
+Loaded = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
+
+
+def read_image(path: Path, config: DataConfig, where: str) -> np.ndarray:
+    """One PNG/JPG as uint8 (H, W) grayscale or (H, W, 3) RGB, resized when the spec names a size."""
+    import cv2
+
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise DataError(f"{where}: cannot read {path}: {err.strerror}") from None
+    flag = cv2.IMREAD_COLOR if config.color == "rgb" else cv2.IMREAD_GRAYSCALE
+    image = cv2.imdecode(raw, flag) if raw.size else None
+    if image is None:
+        raise DataError(f"{where}: {path} is not a readable image; allowed: PNG or JPG files")
+    if config.color == "rgb":
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return resize(image, config)
+
+
+def resize(image: np.ndarray, config: DataConfig) -> np.ndarray:
+    import cv2
+
+    if config.resize is None:
+        return image
+    methods = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
+               "nearest": cv2.INTER_NEAREST}
+    return cv2.resize(image, (config.resize, config.resize), interpolation=methods[config.interpolation])
+
+
+def stack(images: list[np.ndarray], names: list[str]) -> np.ndarray:
+    """One array, refusing mixed or non-square sizes (which need `data.resize`)."""
+    first = images[0].shape
+    for image, name in zip(images, names, strict=True):
+        if image.shape != first:
+            raise DataError(f"{name}: {_size(image)}, but {names[0]} is {_size(images[0])}; mixed sizes need "
+                            "data.resize (e.g. resize: 32)")
+        if image.shape[0] != image.shape[1]:
+            raise DataError(f"{name}: {_size(image)} is not square; allowed: square images, or data.resize")
+    return np.ascontiguousarray(np.stack(images))
+
+
+def _size(image: np.ndarray) -> str:
+    return f"{image.shape[1]}x{image.shape[0]} px"
+
+
+def load_folder(config: DataConfig) -> Loaded:
+    root = Path(config.path)
+    layout = f"allowed: {root}/<class>/<image> with suffix {ALLOWED_SUFFIXES}"
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; source 'folder' needs one subfolder per class ({layout})")
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    for entry in entries:
+        if not entry.is_dir():
+            raise DataError(f"{entry}: a file outside any class folder; {layout}")
+    if len(entries) < 2:
+        raise DataError(f"{root}: {len(entries)} class folder(s); allowed: at least 2 subfolders, one per class")
+    images, labels, names = [], [], []
+    for folder in entries:
+        files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        if not files:
+            raise DataError(f"{folder}: empty class folder; {layout}")
+        for file in files:
+            if file.is_dir() or file.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(f"{file}: not an image file; {layout}")
+            images.append(read_image(file, config, str(file)))
+            labels.append(folder.name)
+            names.append(str(file))
+    return stack(images, names), np.array(labels), {}
+
+
+def load_npz(config: DataConfig) -> Loaded:
+    path = Path(config.path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npz archive ({err}); allowed: numpy.savez output") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single array, not an .npz archive; allowed: numpy.savez(images=..., labels=...)")
+    arrays = {}
+    for key, name in (("images", config.images), ("labels", config.labels)):
+        if name not in archive.files:
+            raise DataError(f"{path}: no array '{name}' (data.{key}); arrays in the file: {', '.join(archive.files)}")
+        try:
+            arrays[key] = archive[name]
+        except ValueError as err:
+            raise DataError(f"{path}: array '{name}' cannot be read without pickle ({err}); allowed: numeric "
+                            "images and numeric or string labels") from None
+    images, labels = arrays["images"], arrays["labels"]
+    shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))
+    if not shape_ok or len(images) == 0:
+        raise DataError(f"{path}: '{config.images}' has shape {images.shape}; allowed: (N, H, W), (N, H, W, 1) "
+                        "or (N, H, W, 3)")
+    if labels.shape != (len(images),) or labels.dtype.kind not in "iuU":
+        raise DataError(f"{path}: '{config.labels}' is {labels.dtype} {labels.shape}; allowed: integers or "
+                        f"strings of shape ({len(images)},), one per image")
+    images = _as_uint8(images, path, config.images)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    names = [f"{path}: image {index}" for index in range(len(images))]
+    return stack([resize(image, config) for image in images], names), labels.astype(str), {}
+
+
+def _as_uint8(images: np.ndarray, path: Path, name: str) -> np.ndarray:
+    """uint8 as is; integers in 0..255; floats in [0, 1] (scaled by 255). Anything else is refused."""
+    allowed = "allowed: uint8, integers 0..255 or floats in [0, 1]"
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind in "iu":
+        if images.min() < 0 or images.max() > 255:
+            raise DataError(f"{path}: '{name}' has values {images.min()}..{images.max()}; {allowed}")
+        return images.astype(np.uint8)
+    if images.dtype.kind == "f":
+        if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+            raise DataError(f"{path}: '{name}' has float values outside [0, 1] (or NaN); {allowed}")
+        return np.rint(images * 255).astype(np.uint8)
+    raise DataError(f"{path}: '{name}' is {images.dtype}; {allowed}")
+
+
+def load_generic_csv(config: DataConfig) -> Loaded:
+    import pandas as pd
+
+    path = Path(config.path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable csv: {str(err).splitlines()[0]}") from None
+    wanted = [config.label, *config.side_inputs, *([config.image_column] if config.image_column else [])]
+    for column in wanted:
+        if column not in frame.columns:
+            shown = ", ".join(list(frame.columns)[:12]) + (", ..." if len(frame.columns) > 12 else "")
+            raise DataError(f"{path}: no column '{column}'; columns: {shown}")
+    if frame.empty:
+        raise DataError(f"{path}: no data rows")
+    for column in wanted:
+        empty = np.flatnonzero(frame[column].str.strip() == "")
+        if len(empty):
+            raise DataError(f"{path}: row {empty[0] + 1}: empty value in column '{column}'")
+    if config.image_column:
+        files = [path.parent / value for value in frame[config.image_column]]
+        where = [f"{path}: row {row + 1}" for row in range(len(frame))]
+        images = stack([read_image(file, config, at) for file, at in zip(files, where, strict=True)], where)
+    else:
+        images = _pixel_columns(frame.drop(columns=[c for c in [*wanted, "id"] if c in frame.columns]), path, config)
+    side = {name: side_array(frame[name].to_numpy()) for name in config.side_inputs}
+    return images, frame[config.label].to_numpy(str), side
+
+
+def _pixel_columns(pixels, path: Path, config: DataConfig) -> np.ndarray:
+    side = math.isqrt(pixels.shape[1])
+    if pixels.shape[1] == 0 or side * side != pixels.shape[1]:
+        raise DataError(f"{path}: {pixels.shape[1]} pixel columns (all but the label, side inputs and 'id') is not "
+                        "a square image; allowed: S*S columns (e.g. 784 for 28x28), or data.image_column")
+    values = pixels.to_numpy()
+    numbers = np.char.isdigit(values.astype(str))
+    if not numbers.all():
+        row, col = np.argwhere(~numbers)[0]
+        raise DataError(f"{path}: row {row + 1}, column '{pixels.columns[col]}': {values[row, col]!r} is not a "
+                        "pixel value; allowed: integers 0..255")
+    grid = values.astype(np.int64)
+    if grid.max() > 255:
+        row, col = np.argwhere(grid > 255)[0]
+        raise DataError(f"{path}: row {row + 1}, column '{pixels.columns[col]}': {grid[row, col]} is out of range; "
+                        "allowed: integers 0..255")
+    images = grid.astype(np.uint8).reshape(len(grid), side, side)
+    return np.stack([resize(image, config) for image in images]) if config.resize else images
+
+
+def side_array(values: np.ndarray) -> np.ndarray:
+    """A side input as a model sees it, shape (N, 1): numbers as float32, anything else as int32 category codes."""
+    try:
+        return values.astype(np.float32)[:, None]
+    except ValueError:
+        return np.unique(values, return_inverse=True)[1].astype(np.int32)[:, None]

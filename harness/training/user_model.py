@@ -1,0 +1,153 @@
+"""The user's Keras model: load the builder, hand it seeds by source, feed it images and declared side inputs.
+
+`builder(input_shape, n_classes, args, seeds)` returns a Keras 3 model. `seeds.init()`, `seeds.dropout()` and
+`seeds.augment()` give a new integer seed per call, derived from the run's seed for that source, so `seeds.fresh`
+means for a user model what it means for the built-in CNN. A model with several inputs gets the images as its
+input named `image` and each other input from the side input of the same name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from harness.errors import SpecError
+
+IMAGE_INPUT = "image"
+
+
+class Seeds:
+    """Per-source seeds for one build: each call returns the next independent seed of that source."""
+
+    def __init__(self, seeds: dict[str, int]) -> None:
+        self.values = dict(seeds)
+        self._drawn: dict[str, int] = {}
+
+    def __getitem__(self, source: str) -> int:
+        return self.values[source]
+
+    def _next(self, source: str) -> int:
+        count = self._drawn.get(source, 0)
+        self._drawn[source] = count + 1
+        return int(np.random.SeedSequence([self.values[source], count]).generate_state(1)[0] >> 1)
+
+    def init(self) -> int:
+        return self._next("init")
+
+    def dropout(self) -> int:
+        return self._next("dropout")
+
+    def augment(self) -> int:
+        return self._next("augment")
+
+    def initializer(self, name: str = "he_uniform") -> Any:
+        """A Keras initializer (`he_uniform`, `glorot_uniform`, ...) seeded from the init source."""
+        import keras
+
+        return type(keras.initializers.get(name))(seed=self.init())
+
+
+def load_builder(ref: str) -> Callable[..., Any]:
+    """The builder function; a SpecError naming it when its file or module fails to import."""
+    target, function = ref.rsplit(":", 1)
+    where = f"model.builder {ref}"
+    try:
+        if target.endswith(".py"):
+            name = "harness_builder_" + hashlib.sha256(target.encode()).hexdigest()[:12]
+            spec = importlib.util.spec_from_file_location(name, target)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {target}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except Exception as err:  # the user's file: any error while importing it is bad input
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise SpecError(f"{where}: cannot import: {type(err).__name__}: {message}") from None
+    builder = getattr(module, function, None)
+    if not callable(builder):
+        defined = ", ".join(n for n in sorted(vars(module)) if callable(vars(module)[n]) and not n.startswith("_"))
+        raise SpecError(f"{where}: no function '{function}' in {target}; defined: {defined or 'none'}")
+    return builder
+
+
+def build_user_model(config: Any, input_shape: tuple[int, ...], n_classes: int, seeds: dict[str, int]) -> Any:
+    """Call the builder; a SpecError (one line) when it raises or returns something that is not a Keras model."""
+    import keras
+
+    builder = load_builder(config.builder)
+    where = f"model.builder {config.builder}"
+    try:
+        model = builder(tuple(input_shape), n_classes, dict(config.args), Seeds(seeds))
+    except Exception as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise SpecError(f"{where}: failed: {type(err).__name__}: {message}") from None
+    if not isinstance(model, keras.Model):
+        raise SpecError(f"{where}: returned {type(model).__name__}; allowed: a Keras 3 model (keras.Model)")
+    return model
+
+
+def input_names(model: Any) -> list[str]:
+    try:
+        return [tensor.name for tensor in model.inputs]
+    except (AttributeError, ValueError):  # a subclassed model not yet called: one (image) input
+        return [IMAGE_INPUT]
+
+
+def check_inputs(model: Any, side_names: list[str], ref: str) -> None:
+    names = input_names(model)
+    if len(names) > 1 and IMAGE_INPUT not in names:
+        raise SpecError(f"model.builder {ref}: inputs {names}; a model with several inputs needs one named "
+                        f"'{IMAGE_INPUT}' for the images")
+    for name in names:
+        if len(names) > 1 and name != IMAGE_INPUT and name not in side_names:
+            raise SpecError(f"model.builder {ref}: input '{name}' is not a side input of this data; allowed: "
+                            f"{IMAGE_INPUT}, {', '.join(side_names) or '(no side inputs)'}")
+
+
+def model_inputs(model: Any, images: np.ndarray, side: dict[str, np.ndarray]) -> Any:
+    """What `fit`/`predict` get: the images (N, S, S, C) alone, or a dict by input name with the side inputs."""
+    images = images[..., None] if images.ndim == 3 else images
+    names = input_names(model)
+    if len(names) == 1:
+        return images
+    return {name: images if name == IMAGE_INPUT else side[name] for name in names}
+
+
+def quiet_stderr() -> None:
+    """A checking child's initializer: the backends' C++ start-up noise must not break the parent's one-line error
+    (the check's result, errors and warnings included, comes back through the pool)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+def check_builders(models: list[Any], input_shape: tuple[int, ...], n_classes: int, side_names: list[str],
+                   seeds: dict[str, int]) -> list[str]:
+    """Build each distinct user model (in a child process, before anything is stored): returns warnings.
+
+    Raises SpecError for a builder that fails. Builds each model twice with the same seeds: different weights
+    mean the builder ignores `seeds`, so its runs cannot be repeated bit for bit.
+    """
+    warnings = []
+    for config in models:
+        first = build_user_model(config, input_shape, n_classes, seeds)
+        check_inputs(first, side_names, config.builder)
+        outputs = first.outputs[0].shape if getattr(first, "outputs", None) else None
+        if outputs is not None and outputs[-1] != n_classes:
+            raise SpecError(f"model.builder {config.builder}: outputs {outputs[-1]} values per image; the data has "
+                            f"{n_classes} classes, so allowed: {n_classes} logits")
+        second = build_user_model(config, input_shape, n_classes, seeds).get_weights()
+        if any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), second, strict=True)):
+            warnings.append(f"warning: model.builder {config.builder}: two builds with the same seeds differ; pass "
+                            "seeds.initializer()/seeds.dropout() to its layers, or its runs will not repeat")
+    return warnings

@@ -1,0 +1,134 @@
+"""End to end with the user's model and data: `run` and `tune` over `model.args`, bad builders refused before
+anything is stored, and the README's digits example giving the same weights in two fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import REPO
+
+NET = '''
+import keras
+from keras import layers
+
+
+def build(input_shape, n_classes, args, seeds):
+    image = keras.Input(shape=input_shape, name="image")
+    x = layers.Conv2D(args["width"], 3, strides=2, activation="relu", kernel_initializer=seeds.initializer())(image)
+    x = layers.Dropout(0.1, seed=seeds.dropout())(layers.Flatten()(x))
+    return keras.Model(image, layers.Dense(n_classes, kernel_initializer=seeds.initializer())(x))
+
+
+def nothing(input_shape, n_classes, args, seeds):
+    return "a model"
+'''
+SPEC = """
+name: {name}
+repeats: 1
+data: {{source: folder, path: shapes}}
+base:
+  model: {{builder: net.py:{function}, args: {{width: 4}}}}
+  evaluation: {{val_fraction: 0.35}}
+  stages: {{train: {{pipeline: [], epochs: 1}}}}
+"""
+
+
+def write_shapes(root, per_class: int = 30) -> None:
+    """Two classes a small CNN tells apart: bright squares and bright crosses on noise, 8 px."""
+    rng = np.random.default_rng(0)
+    for label in ("cross", "square"):
+        (root / label).mkdir(parents=True)
+        for index in range(per_class):
+            image = rng.integers(0, 60, (8, 8), dtype=np.uint8)
+            if label == "square":
+                image[2:6, 2:6] = 220
+            else:
+                image[3:5, :] = image[:, 3:5] = 220
+            cv2.imwrite(str(root / label / f"{index}.png"), image)
+
+
+@pytest.fixture
+def user_study(tmp_path):
+    write_shapes(tmp_path / "shapes")
+    (tmp_path / "net.py").write_text(NET)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_builders_that_fail_are_refused_before_anything_is_stored(user_study, cli):
+    (user_study / "broken.py").write_text("import no_such_module_for_harness\n")
+    (user_study / "bad.yaml").write_text(SPEC.format(name="bad", function="nothing"))
+    (user_study / "broken.yaml").write_text(SPEC.format(name="broken", function="build").replace("net.py", "broken.py"))
+    for spec, expected in (("bad.yaml", "returned str; allowed: a Keras 3 model"),
+                           ("broken.yaml", "cannot import: ModuleNotFoundError")):
+        done = cli("run", spec, "--no-progress")
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert expected in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+        assert not (user_study / "mlruns").exists()
+
+
+@pytest.mark.slow
+def test_model_args_as_factors_in_run_and_searched_in_tune(user_study, cli):
+    (user_study / "run.yaml").write_text(SPEC.format(name="ua", function="build")
+                                         + "factors:\n  model.args.width: [2, 4]\n")
+    done = cli("run", "run.yaml", "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2/2 runs finished" in done.stdout and "model.args.width" in done.stdout
+    client = MlflowClient(tracking_uri=f"sqlite:///{user_study / 'mlruns/mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ua").experiment_id])
+    children = [r for r in runs if r.data.tags.get("harness.role") != "study"]
+    assert sorted(r.data.params["model.args.width"] for r in children) == ["2", "4"]
+    assert {r.data.params["model.builder"] for r in children} == {"net.py:build"}
+
+    search = ("search:\n  space: {model.args.width: {type: categorical, choices: [2, 4]}}\n"
+              "  n_trials: 2\n  pruner: none\n  top_k: 2\n  reeval_repeats: 2\n")
+    (user_study / "tune.yaml").write_text(SPEC.format(name="ut", function="build") + search)
+    tuned = cli("tune", "tune.yaml", "--no-progress", timeout=900)
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    result = json.loads((user_study / "reports/ut/tune.json").read_text())
+    assert result["search"]["complete"] == 2 and [c["n"] for c in result["candidates"]] == [2, 2]
+
+
+@pytest.mark.slow
+def test_readme_digits_example_gives_identical_weights_in_fresh_processes(tmp_path, cli):
+    assert cli("data", "digits", "--out", "data/digits").returncode == 0
+    assert len(list((tmp_path / "data/digits/7").glob("*.png"))) == 179
+    shutil.copytree(REPO / "studies/models", tmp_path / "studies/models")
+    text = (REPO / "studies/digits.yaml").read_text()
+    assert "epochs: 3}" in text
+    (tmp_path / "studies/digits.yaml").write_text(text.replace("epochs: 3}", "epochs: 1}"))
+    hashes = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, str(REPO / "tests/train_hashes.py"), "studies/digits.yaml", "1", "0"],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, done.stderr[-2000:]
+        hashes.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert hashes[0] == hashes[1] and hashes[0][0] != hashes[0][1]
+
+
+@pytest.mark.slow
+def test_doctor_warns_about_a_builder_that_ignores_seeds(user_study, cli):
+    unseeded = NET + '''
+
+def unseeded(input_shape, n_classes, args, seeds):
+    image = keras.Input(shape=input_shape, name="image")
+    return keras.Model(image, layers.Dense(n_classes)(layers.Flatten()(image)))
+'''
+    (user_study / "net.py").write_text(unseeded)
+    (user_study / "u.yaml").write_text(SPEC.format(name="u", function="unseeded"))
+    done = cli("doctor", "--study", "u.yaml")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "warning: model.builder" in done.stdout and "two builds with the same seeds differ" in done.stdout
+    (user_study / "s.yaml").write_text(SPEC.format(name="s", function="build"))
+    seeded = cli("doctor", "--study", "s.yaml")
+    assert seeded.returncode == 0 and "two builds" not in seeded.stdout
