@@ -37,16 +37,21 @@ def connect(uri: str | None) -> Any:
     """An MlflowClient for `uri`, or a one-line error when the store cannot be reached."""
     import logging
 
+    uri = uri or default_uri()
+    probe(uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # per-file bars drown the report
     from mlflow import MlflowClient
 
     for name in ("alembic", "mlflow"):  # schema-migration chatter on a new store is not news to a user
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    uri = uri or default_uri()
-    _probe(uri)
     if uri.startswith("sqlite:///"):  # MLflow needs absolute paths to place the artifact store
-        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+        path = Path(uri.removeprefix("sqlite:///")).resolve()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise HarnessError(f"tracking store '{uri}' is unreachable: {err.strerror}") from None
+        uri = f"sqlite:///{path}"
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
@@ -56,19 +61,30 @@ def connect(uri: str | None) -> Any:
     return client
 
 
-def _probe(uri: str) -> None:
-    """Fail fast: MLflow's own client retries an unreachable server for minutes before it gives up."""
+DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}  # SQLAlchemy dialects MLflow stores run on
+PROBE_TIMEOUT_S = 5
+
+
+def probe(uri: str | None) -> None:
+    """Fail fast: MLflow's own client retries an unreachable server (HTTP) or database (SQLAlchemy engine, about
+    100 s) before it gives up; one TCP connect or one health request with a timeout answers in seconds. Creates
+    nothing, so commands call it before they load data."""
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    parsed = urllib.parse.urlsplit(uri or "")
+    dialect = parsed.scheme.split("+")[0]
     try:
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        elif uri.startswith(("http://", "https://")):
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+        if parsed.scheme in ("http", "https"):
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S).close()
+        elif dialect in DB_PORTS and parsed.hostname:
+            address = (parsed.hostname, parsed.port or DB_PORTS[dialect])
+            socket.create_connection(address, timeout=PROBE_TIMEOUT_S).close()
     except (OSError, urllib.error.URLError) as err:
         reason = getattr(err, "reason", None) or err.strerror or err
-        raise HarnessError(f"tracking store '{uri}' is unreachable: {reason}") from None
+        safe = uri.replace(f":{parsed.password}@", ":***@") if parsed.password else uri
+        raise HarnessError(f"tracking store '{safe}' is unreachable: {reason}") from None
 
 
 def experiment_id(client: Any, study: str, create: bool = True) -> str | None:

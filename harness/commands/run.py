@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.execution import prepared, run_queue, runner
 
     count = positive(args.workers, "--workers")
+    tracking.probe(args.tracking_uri or spec.tracking.uri)  # an unreachable server answers before data loads
     study = prepared.prepare(spec)
     prepared.apply_device(spec)
     client = tracking.connect(args.tracking_uri or spec.tracking.uri)
