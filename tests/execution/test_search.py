@@ -38,7 +38,8 @@ def test_lucky_top_trial_is_flagged():
 def test_real_winner_is_confirmed():
     rng = np.random.default_rng(4)
     means = {"best": 0.85, "second": 0.80, "third": 0.79}
-    result = robust_selection({"best": 0.86, "second": 0.81, "third": 0.80}, _reeval_table(means, 10, 0.01, rng), "candidate")
+    table = _reeval_table(means, 10, 0.01, rng)
+    result = robust_selection({"best": 0.86, "second": 0.81, "third": 0.80}, table, "candidate")
     assert result["top1_beats_all"] and result["robust_best"] == "best"
     row = result["candidates"][0]
     assert row["ci"][0] < 0.85 < row["ci"][1] and abs(row["winners_curse"] - 0.01) < 0.01
