@@ -79,10 +79,17 @@ def status(args: argparse.Namespace) -> int:
 
 
 def status_line(counts: dict) -> str:
+    """One line; a trial whose worker stopped beating is stale (retried once a worker runs), and without a live
+    worker there is no ETA."""
     eta = counts["eta_s"]
-    eta_text = "unknown" if eta is None else f"{eta / 60:.1f} min"
+    if eta is None:
+        eta_text = "none (no live worker)" if not counts["running"] else "unknown"
+    else:
+        eta_text = f"{eta / 60:.1f} min"
     return (
-        f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting, "
+        f"{counts['done']} done, {counts['running']} running on {counts['live_workers']} live worker(s), "
+        + (f"{counts['stale']} stale (worker gone; retried when a worker runs), " if counts["stale"] else "")
+        + f"{counts['waiting']} waiting, "
         + (f"{counts['pruned']} pruned, " if counts["pruned"] else "")
         + f"{counts['failed']} failed, {counts['killed_retried']} killed (retried); ETA {eta_text}"
     )

@@ -10,6 +10,7 @@ is told FAIL with its reason and is not retried.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ RUN_KEY, PROCESS_KEY = "run_key", "process_key"
 KIND, KIND_RUN, KIND_TUNE = "kind", "run", "tune"
 OVERRIDES = "overrides"  # a search trial's searched values (JSON)
 REAL_FAILURE = "failure_reason"  # user attr set only when the training itself failed: never retried
+WORKER = "worker"  # user attr: host:pid of the process that claimed the trial
 
 
 def default_storage() -> str:
@@ -195,10 +197,40 @@ def claim(queue: Any, process_key: list[Any]) -> Any | None:
             # FrozenTrial keeps its storage id private; Optuna's own queue pop uses it the same way.
             if queue._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
                 queue._storage.record_heartbeat(trial._trial_id)
+                queue._storage.set_trial_user_attr(trial._trial_id, WORKER, f"{socket.gethostname()}:{os.getpid()}")
                 return optuna.Trial(queue, trial._trial_id)
         except UpdateFinishedTrialError:
             continue
     return None
+
+
+def give_back(queue: Any, trial: Any) -> None:
+    """An interrupted trial ends FAIL and a WAITING copy takes its place, so any worker (here after a rerun, or
+    one on another machine now) trains it; a stop is not the run's fault, so it does not count as a retry."""
+    from optuna.trial import TrialState
+
+    attrs = trial.user_attrs
+    queue.tell(trial, state=TrialState.FAIL)
+    queue.enqueue_trial({}, user_attrs={RUN_KEY: attrs[RUN_KEY], PROCESS_KEY: attrs[PROCESS_KEY]})
+
+
+def retries_left(trial: Any) -> bool:
+    """Whether a failed attempt of this trial may be retried: it has been retried fewer than MAX_RETRY times."""
+    import optuna
+
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    return len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)) < MAX_RETRY
+
+
+def retry(queue: Any, trial: Any) -> None:
+    """FAIL this attempt and enqueue a retry, exactly as a dead worker's trial is (Optuna's stale-trial callback,
+    which keeps the retry history that `retries_left` counts)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    queue.tell(trial, state=TrialState.FAIL)
+    again = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    again(queue, queue._storage.get_trial(trial._trial_id))
 
 
 @contextmanager
@@ -232,18 +264,24 @@ def group_counts(queue: Any) -> dict[tuple, dict[str, int]]:
 
 
 def status(queue: Any) -> dict[str, Any]:
-    """done / running / waiting / failed counts, and an ETA from the mean duration of finished trials."""
+    """done / running / stale / waiting / failed counts, live workers, and an ETA from the mean duration of
+    finished trials; a RUNNING trial whose heartbeat stopped belongs to a dead worker and counts as stale, not
+    running. No ETA while no worker is alive."""
     from optuna.trial import TrialState
 
     trials = queue.get_trials(deepcopy=False)
-    counts = {"done": 0, "running": 0, "waiting": 0, "pruned": 0, "failed": 0, "killed_retried": 0}
-    durations = []
+    stale_ids = set(queue._storage._get_stale_trial_ids(queue._study_id))  # what fail_stale_trials uses
+    counts = {"done": 0, "running": 0, "stale": 0, "waiting": 0, "pruned": 0, "failed": 0, "killed_retried": 0}
+    durations, workers = [], set()
     for trial in trials:
         if trial.state == TrialState.COMPLETE:
             counts["done"] += 1
             durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
+        elif trial.state == TrialState.RUNNING and trial._trial_id in stale_ids:
+            counts["stale"] += 1
         elif trial.state == TrialState.RUNNING:
             counts["running"] += 1
+            workers.add(trial.user_attrs.get(WORKER))
         elif trial.state == TrialState.WAITING:
             counts["waiting"] += 1
         elif trial.state == TrialState.PRUNED:  # tune: stopped early by the pruner, final
@@ -252,10 +290,9 @@ def status(queue: Any) -> dict[str, Any]:
             counts["failed"] += 1
         else:
             counts["killed_retried"] += 1
-    left = counts["waiting"] + counts["running"]
+    left = counts["waiting"] + counts["running"] + counts["stale"]
     mean = sum(durations) / len(durations) if durations else None
-    counts["eta_s"] = (
-        mean * left / max(1, counts["running"]) if mean is not None and left else 0.0 if not left else None
-    )
+    counts["live_workers"] = len(workers)
+    counts["eta_s"] = 0.0 if not left else None if mean is None or not counts["running"] else mean * left / len(workers)
     counts["mean_trial_s"] = mean
     return counts

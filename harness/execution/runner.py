@@ -126,16 +126,20 @@ class GroupWorker:
             self.execute(trial, run)
 
     def execute(self, trial: Any, run: PlannedRun) -> None:
+        """Train and tell: done, FAILED for good (its reason recorded), or given back (a stop) or retried (out
+        of memory, at most MAX_RETRY times, like a dead worker's trial)."""
         from optuna.trial import TrialState
 
         queue = self.attached.queue
         try:
-            result = self.attached.train(trial, run)
+            result = self.attached.train(trial, run, retry_out_of_memory=run_queue.retries_left(trial))
         except KeyboardInterrupt:
-            queue.tell(trial, state=TrialState.FAIL)
+            run_queue.give_back(queue, trial)
             raise
         if result.status == "FINISHED":
             queue.tell(trial, result.accuracy)
+        elif result.status == "KILLED":
+            run_queue.retry(queue, trial)
         else:
             trial.set_user_attr(run_queue.REAL_FAILURE, result.failure_reason)
             queue.tell(trial, state=TrialState.FAIL)

@@ -140,3 +140,27 @@ def test_ctrl_c_marks_the_current_run_and_a_second_run_resumes(study_dir):
     resumed = run_cli("run", "crash.yaml", "--no-progress", cwd=study_dir, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "3/3 runs finished" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_out_of_memory_in_a_training_is_retried_then_failed_for_good(study_dir):
+    """The documented policy: an OOM is a fault of the moment, retried like a dead worker's trial, at most
+    MAX_RETRY times; then the run is FAILED with its reason and `run` exits 1."""
+    from harness.execution.run_queue import MAX_RETRY, REAL_FAILURE
+
+    (study_dir / "crash.yaml").write_text(SPEC.replace("repeats: 3", "repeats: 1").replace("epochs: 2", "epochs: 1"))
+    os.environ["HARNESS_OOM_AT"] = "epoch"  # no marker: every attempt runs out of memory
+    try:
+        done = run_cli("run", "crash.yaml", "--no-progress", cwd=study_dir, timeout=600)
+    finally:
+        del os.environ["HARNESS_OOM_AT"]
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "0/1 runs finished" in done.stdout and "MemoryError: injected by HARNESS_OOM_AT" in done.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{study_dir / 'mlruns/mlflow.db'}")
+    children = client.search_runs([client.get_experiment_by_name("crash").experiment_id],
+                                  "tags.`harness.role` = 'training'", order_by=["attributes.start_time ASC"])
+    assert [r.info.status for r in children] == ["KILLED"] * MAX_RETRY + ["FAILED"]
+    assert all(r.data.tags["harness.failure_reason"].endswith("; retried") for r in children[:-1])
+    queue = optuna.load_study(study_name="crash", storage=f"sqlite:///{study_dir / 'mlruns/optuna.db'}")
+    assert [REAL_FAILURE in t.user_attrs for t in queue.trials] == [False] * MAX_RETRY + [True]
+    assert {t.state for t in queue.trials} == {TrialState.FAIL}
