@@ -138,6 +138,13 @@ def completed_run_keys(client: Any, exp_id: str) -> set[str]:
     }
 
 
+def finished_accuracy(client: Any, exp_id: str, run_key: str) -> float | None:
+    """The accuracy of a FINISHED child run of this run key, or None when there is none."""
+    found = client.search_runs([exp_id], f"tags.`{ROLE}` = 'training' and tags.`harness.run_key` = '{run_key}' "
+                               "and attributes.status = 'FINISHED'", max_results=1)
+    return found[0].data.metrics.get("accuracy", math.nan) if found else None
+
+
 def start_child(client: Any, exp_id: str, parent_id: str, run: Any, environment: dict[str, Any], trial: int) -> str:
     """A RUNNING child run with everything known before training: a crash leaves it visible, later marked KILLED."""
     from mlflow.entities import Param

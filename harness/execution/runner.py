@@ -131,6 +131,9 @@ class GroupWorker:
         from optuna.trial import TrialState
 
         queue = self.attached.queue
+        if (accuracy := self.logged_before(trial, run)) is not None:
+            queue.tell(trial, accuracy)
+            return
         try:
             result = self.attached.train(trial, run, retry_out_of_memory=run_queue.retries_left(trial))
         except KeyboardInterrupt:
@@ -143,3 +146,13 @@ class GroupWorker:
         else:
             trial.set_user_attr(run_queue.REAL_FAILURE, result.failure_reason)
             queue.tell(trial, state=TrialState.FAIL)
+
+    def logged_before(self, trial: Any, run: PlannedRun) -> float | None:
+        """A retry of a trial whose worker died after MLflow recorded the run FINISHED but before the queue was
+        told: the logged accuracy, so the run is not trained (and logged) twice. Only retries are looked up."""
+        import optuna
+
+        frozen = self.attached.queue._storage.get_trial(trial._trial_id)
+        if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen) is None:
+            return None
+        return tracking.finished_accuracy(self.attached.client, self.attached.experiment_id, run.run_key)

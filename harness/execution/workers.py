@@ -22,6 +22,7 @@ from typing import Any
 from harness import signals, tracking
 from harness.errors import HarnessError
 from harness.execution import run_queue
+from harness.files import kill_point
 from harness.study.spec import StudySpec, parse_spec
 from harness.training.sources import StudyData, load_study_data
 
@@ -96,6 +97,7 @@ class Attached:
                 if result.out_of_memory and retry_out_of_memory:
                     result = replace(result, status="KILLED", failure_reason=f"{result.failure_reason}; retried")
                 tracking.finish_child(self.client, run_id, result)
+                kill_point("finished")  # crash tests: logged FINISHED, the queue not told yet
             except KeyboardInterrupt:
                 name = signal.Signals(signals.received()).name
                 tracking.end_child(self.client, run_id, "KILLED", f"interrupted ({name}); rerun to resume")

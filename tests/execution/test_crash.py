@@ -33,7 +33,7 @@ def run_killed_once(tmp_path, point: str, *extra: str):
         del os.environ["HARNESS_KILL_AT"]
 
 
-def assert_each_run_finished_once(tmp_path, expect_killed: bool):
+def assert_each_run_finished_once(tmp_path, expect_killed: bool, stale_trials: int | None = None):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}")
     experiment = client.get_experiment_by_name("crash")
     children = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'training'")
@@ -44,7 +44,8 @@ def assert_each_run_finished_once(tmp_path, expect_killed: bool):
     queue = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / 'mlruns/optuna.db'}")
     complete = Counter(t.user_attrs["run_key"] for t in queue.trials if t.state == TrialState.COMPLETE)
     assert complete == finished
-    assert sum(t.state == TrialState.FAIL for t in queue.trials) == (1 if expect_killed else 0)
+    expected_fail = (1 if expect_killed else 0) if stale_trials is None else stale_trials
+    assert sum(t.state == TrialState.FAIL for t in queue.trials) == expected_fail
 
 
 @pytest.fixture
@@ -61,6 +62,16 @@ def test_worker_killed_mid_training_is_replaced_and_its_run_retried(study_dir, p
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3/3 runs finished" in done.stdout
     assert_each_run_finished_once(study_dir, expect_killed=True)
+
+
+@pytest.mark.slow
+def test_worker_killed_after_logging_finished_is_not_trained_twice(study_dir):
+    """Between MLflow's FINISHED and the queue's COMPLETE: the retried trial finds the logged run, trains nothing."""
+    done = run_killed_once(study_dir, "finished")
+    assert (study_dir / "fired").exists(), "the kill point was never reached"
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3/3 runs finished" in done.stdout
+    assert_each_run_finished_once(study_dir, expect_killed=False, stale_trials=1)
 
 
 @pytest.mark.slow
