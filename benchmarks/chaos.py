@@ -65,8 +65,10 @@ def workers_of(parent: int, folder: Path) -> list[int]:
             if ppid == parent and "spawn_main" in command]
 
 
-def settle(folder: Path, seconds: float = 60) -> int:
-    """Wait for every process of the study to end; the number still alive after `seconds` (orphans)."""
+def settle(folder: Path, seconds: float = 90) -> int:
+    """Wait for every process of the study to end; the number still alive after `seconds` (orphans). A worker
+    whose parent died may take up to STOP_TIMEOUT_S (60 s, then SIGALRM) to reach a stop check while it is
+    still importing or loading; 60 s here counted such slow exits as orphans on a machine at load 30-50."""
     deadline = time.monotonic() + seconds
     while (left := processes_in(folder)) and time.monotonic() < deadline:
         time.sleep(0.2)
