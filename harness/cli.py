@@ -1,7 +1,8 @@
 """The command line: `harness COMMAND ...` (or `python -m harness`). Parsing only; each command is one function.
 
 Exit codes: 0 done; 1 some trainings failed (their reasons are printed); 2 bad input (one line on stderr, no
-traceback: spec, data, storage, arguments); 130 interrupted (finished runs stay stored; rerun to resume).
+traceback: spec, data, storage, arguments); 128 + the signal when stopped by SIGINT (130), SIGTERM (143) or SIGHUP
+(129): workers end their epoch, their runs are marked KILLED and given back to the queue; rerun to resume.
 Commands live in `harness.commands.*` and are imported only when chosen, so `harness run bad.yaml` answers in
 well under a second, before pandas, OpenCV or TensorFlow load.
 """
@@ -10,27 +11,34 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
 
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 STUDY_HELP = "study spec file (e.g. studies/quick.yaml) or study name"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness import signals
+
     args = build_parser().parse_args(argv)
     module, function = args.command_fn
+    previous = signals.install_parent()
     try:
         return getattr(importlib.import_module(f"harness.commands.{module}"), function)(args) or 0
     except HarnessError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are stored; run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        stopped = err if isinstance(err, signals.Interrupted) else signals.Interrupted(signal.SIGINT)
+        print(f"interrupted ({stopped.args[0]}): finished runs are stored; run the same command again to resume",
+              file=sys.stderr)
+        return stopped.exit_code
+    finally:
+        signals.restore(previous)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 KILL_AT_ENV = "HARNESS_KILL_AT"  # crash tests: "point" or "point:marker-file" SIGKILLs this process once there
+OOM_AT_ENV = "HARNESS_OOM_AT"  # fault tests: the same form raises MemoryError there (every time without a marker)
 
 
 @contextmanager
@@ -59,14 +60,24 @@ def _fsync_directory(folder: Path) -> None:
 
 def kill_point(name: str) -> None:
     """Crash-test hook: SIGKILL this process at a named point, once (a marker file records that it fired)."""
-    wanted = os.environ.get(KILL_AT_ENV, "")
-    point, _, marker = wanted.partition(":")
+    if _fires(KILL_AT_ENV, name):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fault_point(name: str) -> None:
+    """Fault-test hook: raise MemoryError at a named point, as an allocation that fails there would."""
+    if _fires(OOM_AT_ENV, name):
+        raise MemoryError(f"injected by {OOM_AT_ENV} at '{name}'")
+
+
+def _fires(variable: str, name: str) -> bool:
+    point, _, marker = os.environ.get(variable, "").partition(":")
     if point != name:
-        return
+        return False
     if marker:
         try:
             with open(marker, "x"):
                 pass
         except FileExistsError:
-            return
-    os.kill(os.getpid(), signal.SIGKILL)
+            return False
+    return True

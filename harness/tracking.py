@@ -1,8 +1,7 @@
 """The only module that talks to MLflow: one parent run per study, one child run per training.
 
-A child run is created only once its training has ended, and logged in one go, so a crash mid-training leaves
-no half-written run. Runs found RUNNING at the start of a study (their process died while logging) are marked
-KILLED and their trainings run again.
+A child run is created RUNNING when its training starts and filled in one go when it ends, status last, so
+FINISHED means fully logged; a child left RUNNING by a dead process is marked KILLED and its training runs again.
 """
 
 from __future__ import annotations
@@ -37,16 +36,21 @@ def connect(uri: str | None) -> Any:
     """An MlflowClient for `uri`, or a one-line error when the store cannot be reached."""
     import logging
 
+    uri = uri or default_uri()
+    probe(uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # per-file bars drown the report
     from mlflow import MlflowClient
 
     for name in ("alembic", "mlflow"):  # schema-migration chatter on a new store is not news to a user
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    uri = uri or default_uri()
-    _probe(uri)
     if uri.startswith("sqlite:///"):  # MLflow needs absolute paths to place the artifact store
-        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+        path = Path(uri.removeprefix("sqlite:///")).resolve()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise HarnessError(f"tracking store '{uri}' is unreachable: {err.strerror}") from None
+        uri = f"sqlite:///{path}"
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
@@ -56,19 +60,30 @@ def connect(uri: str | None) -> Any:
     return client
 
 
-def _probe(uri: str) -> None:
-    """Fail fast: MLflow's own client retries an unreachable server for minutes before it gives up."""
+DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}  # SQLAlchemy dialects MLflow stores run on
+PROBE_TIMEOUT_S = 5
+
+
+def probe(uri: str | None) -> None:
+    """Fail fast: MLflow's own client retries an unreachable server (HTTP) or database (SQLAlchemy engine, about
+    100 s) before it gives up; one TCP connect or one health request with a timeout answers in seconds. Creates
+    nothing, so commands call it before they load data."""
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    parsed = urllib.parse.urlsplit(uri or "")
+    dialect = parsed.scheme.split("+")[0]
     try:
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        elif uri.startswith(("http://", "https://")):
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+        if parsed.scheme in ("http", "https"):
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S).close()
+        elif dialect in DB_PORTS and parsed.hostname:
+            address = (parsed.hostname, parsed.port or DB_PORTS[dialect])
+            socket.create_connection(address, timeout=PROBE_TIMEOUT_S).close()
     except (OSError, urllib.error.URLError) as err:
         reason = getattr(err, "reason", None) or err.strerror or err
-        raise HarnessError(f"tracking store '{uri}' is unreachable: {reason}") from None
+        safe = uri.replace(f":{parsed.password}@", ":***@") if parsed.password else uri
+        raise HarnessError(f"tracking store '{safe}' is unreachable: {reason}") from None
 
 
 def experiment_id(client: Any, study: str, create: bool = True) -> str | None:
@@ -120,6 +135,13 @@ def completed_run_keys(client: Any, exp_id: str) -> set[str]:
         for r in child_runs(client, exp_id)
         if r.info.status in ("FINISHED", "FAILED")
     }
+
+
+def finished_accuracy(client: Any, exp_id: str, run_key: str) -> float | None:
+    """The accuracy of a FINISHED child run of this run key, or None when there is none."""
+    found = client.search_runs([exp_id], f"tags.`{ROLE}` = 'training' and tags.`harness.run_key` = '{run_key}' "
+                               "and attributes.status = 'FINISHED'", max_results=1)
+    return found[0].data.metrics.get("accuracy", math.nan) if found else None
 
 
 def start_child(client: Any, exp_id: str, parent_id: str, run: Any, environment: dict[str, Any], trial: int) -> str:

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.errors import HarnessError
+
 GOOD_BASE = "base: {stages: {train: {pipeline: [], epochs: 1}}}\n"
 
 
@@ -101,6 +103,43 @@ def test_unreachable_tracking_server(tmp_path, cli):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "http://127.0.0.1:9" in done.stderr and "unreachable" in done.stderr
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_tracking_database_answers_in_seconds(tmp_path, cli):
+    """MLflow's SQLAlchemy store retries a closed port for about 100 s; the TCP probe answers at once."""
+    import time
+
+    port = closed_port()
+    uri = f"postgresql://user:secret@127.0.0.1:{port}/mlflow"
+    spec = spec_file(tmp_path, f"name: x\ndata: {{n: 100}}\ntracking: {{uri: '{uri}'}}\n" + GOOD_BASE)
+    started = time.monotonic()
+    done = cli("run", spec, "--no-progress", timeout=120)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert f"127.0.0.1:{port}/mlflow' is unreachable" in done.stderr and "secret" not in done.stderr
+    assert elapsed < 10, f"{elapsed:.1f} s"  # probed before the data loads: about 3 s, mostly imports
+
+
+@pytest.mark.parametrize("scheme", ["mysql+pymysql", "mssql+pyodbc", "postgresql+psycopg"])
+def test_every_database_dialect_is_probed(scheme):
+    import time
+
+    from harness.tracking import probe
+
+    port = closed_port()
+    started = time.monotonic()
+    with pytest.raises(HarnessError, match=f"127.0.0.1:{port}/db' is unreachable: Connection refused"):
+        probe(f"{scheme}://u@127.0.0.1:{port}/db")
+    assert time.monotonic() - started < 1
 
 
 def test_help_lists_the_commands(cli):

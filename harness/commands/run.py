@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.execution import prepared, run_queue, runner
 
     count = worker_count(args.workers, args.storage)
+    tracking.probe(args.tracking_uri or spec.tracking.uri)  # an unreachable server answers before data loads
     study = prepared.prepare(spec)
     prepared.apply_device(spec)
     client = tracking.connect(args.tracking_uri or spec.tracking.uri)
@@ -78,10 +79,17 @@ def status(args: argparse.Namespace) -> int:
 
 
 def status_line(counts: dict) -> str:
+    """One line; a trial whose worker stopped beating is stale (retried once a worker runs), and without a live
+    worker there is no ETA."""
     eta = counts["eta_s"]
-    eta_text = "unknown" if eta is None else f"{eta / 60:.1f} min"
+    if eta is None:
+        eta_text = "none (no live worker)" if not counts["running"] else "unknown"
+    else:
+        eta_text = f"{eta / 60:.1f} min"
     return (
-        f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting, "
+        f"{counts['done']} done, {counts['running']} running on {counts['live_workers']} live worker(s), "
+        + (f"{counts['stale']} stale (worker gone; retried when a worker runs), " if counts["stale"] else "")
+        + f"{counts['waiting']} waiting, "
         + (f"{counts['pruned']} pruned, " if counts["pruned"] else "")
         + f"{counts['failed']} failed, {counts['killed_retried']} killed (retried); ETA {eta_text}"
     )

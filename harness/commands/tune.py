@@ -23,6 +23,7 @@ def tune(args: argparse.Namespace) -> int:
 
     search.check_search(spec)
     count = worker_count(args.workers, args.storage)
+    tracking.probe(args.tracking_uri or spec.tracking.uri)  # an unreachable server answers before data loads
     study = prepared.prepare(spec)
     prepared.apply_device(spec)
     client = tracking.connect(args.tracking_uri or spec.tracking.uri)

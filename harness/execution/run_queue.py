@@ -10,103 +10,21 @@ is told FAIL with its reason and is not retried.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.execution.storage import GRACE_S, HEARTBEAT_S, MAX_RETRY, default_storage, open_storage  # noqa: F401
 
-HEARTBEAT_S = 2
-GRACE_S = 10  # a trial without a heartbeat for this long belongs to a dead worker
-MAX_RETRY = 3
 RUN_KEY, PROCESS_KEY = "run_key", "process_key"
 KIND, KIND_RUN, KIND_TUNE = "kind", "run", "tune"
 OVERRIDES = "overrides"  # a search trial's searched values (JSON)
 REAL_FAILURE = "failure_reason"  # user attr set only when the training itself failed: never retried
-
-
-def default_storage() -> str:
-    from harness.tracking import STORE_DIR
-
-    return f"sqlite:///{(STORE_DIR / 'optuna.db').resolve()}"
-
-
-def open_storage(url: str | None) -> Any:
-    """An RDB storage with heartbeats and retry of dead workers' trials, or a one-line error."""
-    import warnings
-
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # heartbeats and stale-trial retry are marked experimental since Optuna 2.9 and are the documented way
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    url = url or default_storage()
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///")).resolve()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise HarnessError(f"run storage '{url}' is unreachable: {err.strerror}") from None
-        url = f"sqlite:///{path}"
-    try:
-        if url.startswith("sqlite:///"):
-            _create_sqlite_atomically(Path(url.removeprefix("sqlite:///")))
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs={"pool_pre_ping": True, **({"connect_args": {"timeout": 60}} if _is_sqlite(url) else {})},
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-        )
-    except Exception as err:  # sqlalchemy/driver errors differ per database; the user needs the one line
-        first = " ".join(str(err).split())[:200] or type(err).__name__
-        raise HarnessError(f"run storage '{url}' is unreachable: {first}") from None
-    if _is_sqlite(url):
-        _serialize_sqlite_transactions(storage.engine)
-    return storage
-
-
-def _create_sqlite_atomically(path: Path) -> None:
-    """A new SQLite store appears only with its schema complete. Two processes creating one at once (a `status`
-    or a test polling while `run` starts) both stamp Optuna's schema version, and one fails on a UNIQUE
-    constraint; so the schema is built in a private file and linked into place, which never overwrites."""
-    import optuna
-
-    if path.exists():
-        return
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        optuna.storages.RDBStorage(f"sqlite:///{partial}").engine.dispose()
-        try:
-            os.link(partial, path)
-        except FileExistsError:  # another process got there first; its store is complete too
-            pass
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite:")
-
-
-def _serialize_sqlite_transactions(sql_engine: Any) -> None:
-    """SQLite has no SELECT ... FOR UPDATE, so Optuna's WAITING → RUNNING check-then-set can race between
-    processes (measured: 13 claims of 12 trials by 3 threads). BEGIN IMMEDIATE takes the write lock when a
-    transaction starts, which makes that check-then-set atomic; this is SQLAlchemy's documented pysqlite recipe."""
-    from sqlalchemy import event
-
-    @event.listens_for(sql_engine, "connect")
-    def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(sql_engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    sql_engine.dispose()  # connections opened before the listeners existed must not be reused
+WORKER = "worker"  # user attr: host:pid of the process that claimed the trial
 
 
 def open_queue(storage: Any, name: str, create: bool, kind: str | None = None) -> Any:
@@ -218,6 +136,7 @@ class Claimer:
             try:
                 if self.queue._storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                     self.queue._storage.record_heartbeat(trial_id)
+                    self.queue._storage.set_trial_user_attr(trial_id, WORKER, f"{socket.gethostname()}:{os.getpid()}")
                     return optuna.Trial(self.queue, trial_id)
             except UpdateFinishedTrialError:
                 pass
@@ -243,6 +162,35 @@ def record_levels(trial: Any, factors: dict[str, str], levels: dict[str, list[st
     for key, label in factors.items():
         distribution = CategoricalDistribution(levels[key])
         trial.study._storage.set_trial_param(trial._trial_id, key, distribution.to_internal_repr(label), distribution)
+
+
+def give_back(queue: Any, trial: Any) -> None:
+    """An interrupted trial ends FAIL and a WAITING copy takes its place, so any worker (here after a rerun, or
+    one on another machine now) trains it; a stop is not the run's fault, so it does not count as a retry."""
+    from optuna.trial import TrialState
+
+    attrs = trial.user_attrs
+    queue.tell(trial, state=TrialState.FAIL)
+    queue.enqueue_trial({}, user_attrs={RUN_KEY: attrs[RUN_KEY], PROCESS_KEY: attrs[PROCESS_KEY]})
+
+
+def retries_left(trial: Any) -> bool:
+    """Whether a failed attempt of this trial may be retried: it has been retried fewer than MAX_RETRY times."""
+    import optuna
+
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    return len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)) < MAX_RETRY
+
+
+def retry(queue: Any, trial: Any) -> None:
+    """FAIL this attempt and enqueue a retry, exactly as a dead worker's trial is (Optuna's stale-trial callback,
+    which keeps the retry history that `retries_left` counts)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    queue.tell(trial, state=TrialState.FAIL)
+    again = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    again(queue, queue._storage.get_trial(trial._trial_id))
 
 
 @contextmanager
@@ -276,18 +224,24 @@ def group_counts(queue: Any) -> dict[tuple, dict[str, int]]:
 
 
 def status(queue: Any) -> dict[str, Any]:
-    """done / running / waiting / failed counts, and an ETA from the mean duration of finished trials."""
+    """done / running / stale / waiting / failed counts, live workers, and an ETA from the mean duration of
+    finished trials; a RUNNING trial whose heartbeat stopped belongs to a dead worker and counts as stale, not
+    running. No ETA while no worker is alive."""
     from optuna.trial import TrialState
 
     trials = queue.get_trials(deepcopy=False)
-    counts = {"done": 0, "running": 0, "waiting": 0, "pruned": 0, "failed": 0, "killed_retried": 0}
-    durations = []
+    stale_ids = set(queue._storage._get_stale_trial_ids(queue._study_id))  # what fail_stale_trials uses
+    counts = {"done": 0, "running": 0, "stale": 0, "waiting": 0, "pruned": 0, "failed": 0, "killed_retried": 0}
+    durations, workers = [], set()
     for trial in trials:
         if trial.state == TrialState.COMPLETE:
             counts["done"] += 1
             durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
+        elif trial.state == TrialState.RUNNING and trial._trial_id in stale_ids:
+            counts["stale"] += 1
         elif trial.state == TrialState.RUNNING:
             counts["running"] += 1
+            workers.add(trial.user_attrs.get(WORKER))
         elif trial.state == TrialState.WAITING:
             counts["waiting"] += 1
         elif trial.state == TrialState.PRUNED:  # tune: stopped early by the pruner, final
@@ -296,10 +250,9 @@ def status(queue: Any) -> dict[str, Any]:
             counts["failed"] += 1
         else:
             counts["killed_retried"] += 1
-    left = counts["waiting"] + counts["running"]
+    left = counts["waiting"] + counts["running"] + counts["stale"]
     mean = sum(durations) / len(durations) if durations else None
-    counts["eta_s"] = (
-        mean * left / max(1, counts["running"]) if mean is not None and left else 0.0 if not left else None
-    )
+    counts["live_workers"] = len(workers)
+    counts["eta_s"] = 0.0 if not left else None if mean is None or not counts["running"] else mean * left / len(workers)
     counts["mean_trial_s"] = mean
     return counts

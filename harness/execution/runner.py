@@ -139,17 +139,34 @@ class GroupWorker:
             self.execute(trial, run)
 
     def execute(self, trial: Any, run: PlannedRun) -> None:
+        """Train and tell: done, FAILED for good (its reason recorded), or given back (a stop) or retried (out
+        of memory, at most MAX_RETRY times, like a dead worker's trial)."""
         from optuna.trial import TrialState
 
         queue = self.attached.queue
+        if (accuracy := self.logged_before(trial, run)) is not None:
+            queue.tell(trial, accuracy)
+            return
         run_queue.record_levels(trial, run.factors, self.levels)
         try:
-            result = self.attached.train(trial, run)
+            result = self.attached.train(trial, run, retry_out_of_memory=run_queue.retries_left(trial))
         except KeyboardInterrupt:
-            queue.tell(trial, state=TrialState.FAIL)
+            run_queue.give_back(queue, trial)
             raise
         if result.status == "FINISHED":
             queue.tell(trial, result.accuracy)
+        elif result.status == "KILLED":
+            run_queue.retry(queue, trial)
         else:
             trial.set_user_attr(run_queue.REAL_FAILURE, result.failure_reason)
             queue.tell(trial, state=TrialState.FAIL)
+
+    def logged_before(self, trial: Any, run: PlannedRun) -> float | None:
+        """A retry of a trial whose worker died after MLflow recorded the run FINISHED but before the queue was
+        told: the logged accuracy, so the run is not trained (and logged) twice. Only retries are looked up."""
+        import optuna
+
+        frozen = self.attached.queue._storage.get_trial(trial._trial_id)
+        if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen) is None:
+            return None
+        return tracking.finished_accuracy(self.attached.client, self.attached.experiment_id, run.run_key)

@@ -2,12 +2,14 @@
 
 A worker rebuilds everything it needs from the run storage alone (spec text, data fingerprint, tracking URI,
 MLflow parent), so a worker on another machine is the same code as a local one. The parent side starts N
-workers, replaces dead ones while work is left, and on Ctrl-C lets them finish their epoch and mark their run.
+workers, replaces dead ones while work is left, and on a stop signal (harness.signals) lets them finish their
+epoch, mark their run KILLED and give their trial back; a worker never outlives its parent.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import sys
 import time
@@ -17,14 +19,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from harness import tracking
+from harness import signals, tracking
 from harness.errors import HarnessError
 from harness.execution import run_queue
+from harness.files import kill_point
 from harness.study.spec import StudySpec, parse_spec
 from harness.training.sources import StudyData, load_study_data
 
 POLL_S = 1.0
-STOP_TIMEOUT_S = 60  # an interrupted worker finishes its epoch and marks its run before this
 
 
 def publish(queue: Any, spec: StudySpec, data: StudyData, client: Any) -> tuple[str, str]:
@@ -78,8 +80,12 @@ class Attached:
     def images_for(self, stage: Any) -> Any:
         return self.data.images_for(stage, self.cache_dir)
 
-    def train(self, trial: Any, run: Any, on_epoch: Callable[[int, float], bool] | None = None) -> Any:
-        """Train one claimed trial under a heartbeat and log it as a child run; Ctrl-C marks the child KILLED."""
+    def train(self, trial: Any, run: Any, on_epoch: Callable[[int, float], bool] | None = None,
+              retry_out_of_memory: bool = False) -> Any:
+        """Train one claimed trial under a heartbeat and log it as a child run. A stop signal marks the child
+        KILLED; so does an out-of-memory failure that will be retried (`retry_out_of_memory`), else FAILED."""
+        from dataclasses import replace
+
         from harness.training.train import train_run
 
         with run_queue.heartbeat(trial):
@@ -89,31 +95,33 @@ class Attached:
             try:
                 result = train_run(run, self.data.ids, self.data.digits, self.images_for, on_epoch=on_epoch,
                                    side=self.data.side, n_classes=self.data.n_classes)
+                if result.out_of_memory and retry_out_of_memory:
+                    result = replace(result, status="KILLED", failure_reason=f"{result.failure_reason}; retried")
                 tracking.finish_child(self.client, run_id, result)
+                kill_point("finished")  # crash tests: logged FINISHED, the queue not told yet
             except KeyboardInterrupt:
-                tracking.end_child(self.client, run_id, "KILLED", "interrupted (Ctrl-C); rerun to resume")
+                name = signal.Signals(signals.received()).name
+                tracking.end_child(self.client, run_id, "KILLED", f"interrupted ({name}); rerun to resume")
                 raise
         return result
 
 
-def worker_entry(target: Callable[..., None], *args: Any) -> None:
-    """A training process's top: Ctrl-C waits for the epoch's end; bad input exits 2 with one line, no traceback."""
-    signal.signal(signal.SIGINT, defer_interrupt)
+def worker_entry(parent_pid: int, target: Callable[..., None], *args: Any) -> None:
+    """A training process's top: a stop signal waits for the epoch's end, the parent's death is one; bad input
+    exits 2 with one line, no traceback; a stop exits 128 + the signal's number."""
+    from harness.training.train import STOP_REQUESTED
+
+    signals.install_worker(STOP_REQUESTED, parent_pid)
     try:
         target(*args)
     except HarnessError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(128 + signals.received())
 
 
-def defer_interrupt(signum: int, frame: Any) -> None:
-    """Ctrl-C in a worker: stop at the end of the current epoch (train.STOP_REQUESTED); a second one at once."""
-    from harness.training.train import STOP_REQUESTED
-
-    STOP_REQUESTED.set()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+STOPPED_CODES = {128 + signum for signum in signals.STOP_SIGNALS}
 
 
 def supervise(target: Callable[..., None], args_of: Callable[[int], tuple], count: int, *,
@@ -122,12 +130,13 @@ def supervise(target: Callable[..., None], args_of: Callable[[int], tuple], coun
     """Run `count` worker processes until all exit; replace dead ones while work is left.
 
     A worker that dies (killed, out of memory) leaves its trial RUNNING; its heartbeat goes stale and the queue
-    gives it to another worker. If workers died and work is still left when none is running, that is an error.
+    gives it to another worker. A worker stopped by a signal is not replaced. If workers died and work is still
+    left when none is running, that is an error; if they were stopped, an interrupt.
     """
     context = mp.get_context("spawn")
 
     def start(index: int) -> Any:
-        process = context.Process(target=worker_entry, args=(target, *args_of(index)), daemon=True)
+        process = context.Process(target=worker_entry, args=(os.getpid(), target, *args_of(index)), daemon=True)
         process.start()
         return process
 
@@ -135,20 +144,36 @@ def supervise(target: Callable[..., None], args_of: Callable[[int], tuple], coun
     try:
         while any(process.is_alive() for process in processes):
             time.sleep(POLL_S)
+            if signals.STOPPING.is_set():  # the handler's exception may have been swallowed by a library
+                raise signals.Interrupted(signals.received())
             on_tick()
             for index, process in enumerate(processes):
-                if process.exitcode not in (None, 0) and replacements > 0 and work_left():
+                code = process.exitcode
+                if code not in (None, 0, *STOPPED_CODES) and replacements > 0 and work_left():
                     replacements -= 1
                     processes[index] = start(index)
     except KeyboardInterrupt:
-        for process in processes:
-            process.join(timeout=STOP_TIMEOUT_S)  # workers got the same SIGINT: they mark their trial and exit
+        _stop(processes)
         raise
     finally:
         for process in processes:
             if process.is_alive():
-                process.terminate()
+                process.kill()
                 process.join()
-    if any(process.exitcode != 0 for process in processes) and work_left():
-        codes = sorted({process.exitcode for process in processes})
+    codes = sorted({process.exitcode for process in processes})
+    if any(code != 0 for code in codes) and work_left():
+        stopped = [code for code in codes if code in STOPPED_CODES]
+        if stopped:  # someone stopped the workers themselves (a scheduler, a Ctrl-C on their pid)
+            raise signals.Interrupted(stopped[0] - 128)
         raise HarnessError(f"{what} processes died (exit codes {codes}); run the same command again to resume")
+
+
+def _stop(processes: list[Any]) -> None:
+    """Ask every worker to stop (it may not have got the signal: one sent to the parent alone) and wait for them
+    to end their epoch and give their trial back."""
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + signals.STOP_TIMEOUT_S
+    for process in processes:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.files import kill_point
+from harness.files import fault_point, kill_point
 from harness.study.design import PlannedRun, Stage
 from harness.study.spec import EvaluationConfig
 from harness.training import determinism
@@ -42,6 +42,7 @@ class RunResult:
     predictions: pd.DataFrame | None = None
     determinism: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # the trained Keras model, kept only when asked (predict)
+    out_of_memory: bool = False  # FAILED by an out-of-memory error: the queue may retry it (see runner)
 
 
 # Set by a worker's SIGINT handler. A KeyboardInterrupt raised at an arbitrary bytecode can land in a library's
@@ -74,7 +75,17 @@ def train_run(run: PlannedRun, ids: np.ndarray, digits: np.ndarray, images_for: 
         return _train(run, ids, digits, images_for, started, on_epoch, keep_model, side or {}, n_classes)
     except Exception as err:  # a broken run must not end the study; its reason is recorded
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-        return RunResult(run, "FAILED", failure_reason=reason, wall_time_s=time.perf_counter() - started)
+        return RunResult(run, "FAILED", failure_reason=reason, wall_time_s=time.perf_counter() - started,
+                         out_of_memory=is_out_of_memory(err))
+
+
+OOM_TYPES = {"MemoryError", "ResourceExhaustedError", "OutOfMemoryError"}  # Python, TensorFlow, torch
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Out of host or device memory, by any backend (jax reports RESOURCE_EXHAUSTED in an XlaRuntimeError):
+    a fault of the moment (other processes' memory), not of the run, so it is retried."""
+    return type(err).__name__ in OOM_TYPES or "RESOURCE_EXHAUSTED" in str(err)
 
 
 def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, on_epoch: EpochHook | None,
@@ -161,6 +172,7 @@ def _fit_stage(
     def record(epoch: int, logs: dict[str, float]) -> None:
         now = time.perf_counter()
         kill_point("epoch")  # crash tests: SIGKILL in the middle of a training
+        fault_point("epoch")  # fault tests: MemoryError in the middle of a training
         history.append(
             {
                 "epoch": epoch + 1,

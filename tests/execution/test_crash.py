@@ -33,7 +33,7 @@ def run_killed_once(tmp_path, point: str, *extra: str):
         del os.environ["HARNESS_KILL_AT"]
 
 
-def assert_each_run_finished_once(tmp_path, expect_killed: bool):
+def assert_each_run_finished_once(tmp_path, expect_killed: bool, stale_trials: int | None = None):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}")
     experiment = client.get_experiment_by_name("crash")
     children = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'training'")
@@ -44,7 +44,8 @@ def assert_each_run_finished_once(tmp_path, expect_killed: bool):
     queue = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / 'mlruns/optuna.db'}")
     complete = Counter(t.user_attrs["run_key"] for t in queue.trials if t.state == TrialState.COMPLETE)
     assert complete == finished
-    assert sum(t.state == TrialState.FAIL for t in queue.trials) == (1 if expect_killed else 0)
+    expected_fail = (1 if expect_killed else 0) if stale_trials is None else stale_trials
+    assert sum(t.state == TrialState.FAIL for t in queue.trials) == expected_fail
 
 
 @pytest.fixture
@@ -61,6 +62,16 @@ def test_worker_killed_mid_training_is_replaced_and_its_run_retried(study_dir, p
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3/3 runs finished" in done.stdout
     assert_each_run_finished_once(study_dir, expect_killed=True)
+
+
+@pytest.mark.slow
+def test_worker_killed_after_logging_finished_is_not_trained_twice(study_dir):
+    """Between MLflow's FINISHED and the queue's COMPLETE: the retried trial finds the logged run, trains nothing."""
+    done = run_killed_once(study_dir, "finished")
+    assert (study_dir / "fired").exists(), "the kill point was never reached"
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3/3 runs finished" in done.stdout
+    assert_each_run_finished_once(study_dir, expect_killed=False, stale_trials=1)
 
 
 @pytest.mark.slow
@@ -140,3 +151,27 @@ def test_ctrl_c_marks_the_current_run_and_a_second_run_resumes(study_dir):
     resumed = run_cli("run", "crash.yaml", "--no-progress", cwd=study_dir, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "3/3 runs finished" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_out_of_memory_in_a_training_is_retried_then_failed_for_good(study_dir):
+    """The documented policy: an OOM is a fault of the moment, retried like a dead worker's trial, at most
+    MAX_RETRY times; then the run is FAILED with its reason and `run` exits 1."""
+    from harness.execution.run_queue import MAX_RETRY, REAL_FAILURE
+
+    (study_dir / "crash.yaml").write_text(SPEC.replace("repeats: 3", "repeats: 1").replace("epochs: 2", "epochs: 1"))
+    os.environ["HARNESS_OOM_AT"] = "epoch"  # no marker: every attempt runs out of memory
+    try:
+        done = run_cli("run", "crash.yaml", "--no-progress", cwd=study_dir, timeout=600)
+    finally:
+        del os.environ["HARNESS_OOM_AT"]
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "0/1 runs finished" in done.stdout and "MemoryError: injected by HARNESS_OOM_AT" in done.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{study_dir / 'mlruns/mlflow.db'}")
+    children = client.search_runs([client.get_experiment_by_name("crash").experiment_id],
+                                  "tags.`harness.role` = 'training'", order_by=["attributes.start_time ASC"])
+    assert [r.info.status for r in children] == ["KILLED"] * MAX_RETRY + ["FAILED"]
+    assert all(r.data.tags["harness.failure_reason"].endswith("; retried") for r in children[:-1])
+    queue = optuna.load_study(study_name="crash", storage=f"sqlite:///{study_dir / 'mlruns/optuna.db'}")
+    assert [REAL_FAILURE in t.user_attrs for t in queue.trials] == [False] * MAX_RETRY + [True]
+    assert {t.state for t in queue.trials} == {TrialState.FAIL}

@@ -1,5 +1,6 @@
 """The run queue on a real Optuna SQLite storage: exactly-once claims, resume rules, stale-trial retry."""
 
+import os
 import threading
 import time
 from types import SimpleNamespace
@@ -7,8 +8,10 @@ from types import SimpleNamespace
 import pytest
 from optuna.trial import TrialState
 
+from harness.commands.run import status_line
 from harness.errors import HarnessError
 from harness.execution import run_queue
+from harness.execution import storage as run_storage
 
 GROUP = ["tensorflow", True, True, 0, 0, False]
 
@@ -21,8 +24,9 @@ def fake_runs(*keys: str) -> list:
 
 @pytest.fixture
 def queue(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_queue, "GRACE_S", 1)
-    monkeypatch.setattr(run_queue, "HEARTBEAT_S", 1)
+    for module in (run_queue, run_storage):
+        monkeypatch.setattr(module, "GRACE_S", 1)
+        monkeypatch.setattr(module, "HEARTBEAT_S", 1)
     storage = run_queue.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     return run_queue.open_queue(storage, "s", create=True)
 
@@ -141,3 +145,47 @@ def test_processes_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path):
     errors = [p.communicate(timeout=120)[1] for p in processes]
     assert [p.returncode for p in processes] == [0] * 6, [e for e in errors if e][:1]
     assert sorted(f.name for f in (tmp_path / "new").iterdir()) == ["optuna.db"]  # no partial file left
+
+
+def test_status_counts_a_dead_workers_trial_as_stale_and_gives_no_eta_without_a_live_worker(queue):
+    run_queue.enqueue(queue, fake_runs("done", "live", "dead", "waiting"), set())
+    done = run_queue.claim(queue, GROUP)
+    queue.tell(done, 1.0)
+    live, _dead = run_queue.claim(queue, GROUP), run_queue.claim(queue, GROUP)
+    assert live.user_attrs[run_queue.WORKER].endswith(f":{os.getpid()}")
+    with run_queue.heartbeat(live):
+        time.sleep(run_queue.GRACE_S + 1.5)  # `dead` sends no heartbeat
+        counts = run_queue.status(queue)
+        assert (counts["running"], counts["stale"], counts["waiting"], counts["live_workers"]) == (1, 1, 1, 1)
+        assert counts["eta_s"] is not None and counts["eta_s"] > 0
+    queue.tell(live, 1.0)
+    counts = run_queue.status(queue)
+    assert (counts["running"], counts["stale"], counts["live_workers"], counts["eta_s"]) == (0, 1, 0, None)
+    line = status_line(counts)
+    assert "0 running" in line and "1 stale" in line and "ETA none (no live worker)" in line
+
+
+def test_an_interrupted_trial_is_given_back_as_waiting_without_counting_as_a_retry(queue):
+    run_queue.enqueue(queue, fake_runs("a"), set())
+    trial = run_queue.claim(queue, GROUP)
+    run_queue.give_back(queue, trial)
+    again = run_queue.claim(queue, GROUP)
+    assert again.user_attrs["run_key"] == "a" and again.number != trial.number
+    assert run_queue.retries_left(again)
+    assert run_queue.enqueue(queue, fake_runs("a"), set()) == 0  # a resume does not queue it twice
+
+
+def test_out_of_memory_is_retried_at_most_max_retry_times(queue):
+    run_queue.enqueue(queue, fake_runs("a"), set())
+    attempts = 0
+    while (trial := run_queue.claim(queue, GROUP)) is not None:
+        attempts += 1
+        assert run_queue.retries_left(trial) == (attempts <= run_queue.MAX_RETRY)
+        if run_queue.retries_left(trial):
+            run_queue.retry(queue, trial)
+        else:
+            trial.set_user_attr(run_queue.REAL_FAILURE, "MemoryError: out of memory")
+            queue.tell(trial, state=TrialState.FAIL)
+    assert attempts == 1 + run_queue.MAX_RETRY
+    counts = run_queue.status(queue)
+    assert (counts["failed"], counts["killed_retried"], counts["waiting"]) == (1, run_queue.MAX_RETRY, 0)

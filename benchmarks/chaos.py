@@ -1,0 +1,162 @@
+"""Chaos: a study with 2 workers; SIGKILL a random worker or the parent at random times, resume, and compare the
+end state with an undisturbed run of the same study.
+
+    python benchmarks/chaos.py --kills 20            # about 20-40 minutes on 2 shared cores
+    python benchmarks/chaos.py --kills 3 --repeats 4 # the short version tests/execution/test_chaos.py runs
+
+A kill lands once the parent has at least one worker, after a random 0-`--window` s: during a worker's start,
+an epoch, logging or a claim. Every third kill takes the parent (its workers get SIGTERM from the kernel, end
+their epoch, give their trial back), the others a random worker (the parent replaces it); either way
+`harness run` is started again until it finishes. Prints RESULT lines: kills, resumes, lost, duplicated,
+hash_mismatches, orphans (all but the first two must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = """
+name: chaos
+data: {{source: synthetic, n: 200, seed: 0}}
+repeats: {repeats}
+base:
+  model: {{filters: 4, depth: 1, dense_units: 8}}
+  determinism: {{intra_op_threads: 1, inter_op_threads: 1}}
+  stages: {{train: {{pipeline: [stretch], epochs: {epochs}}}}}
+"""
+
+
+def start(folder: Path, workers: int) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "harness", "run", "chaos.yaml", "--no-progress", "--workers",
+                             str(workers)], cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def processes_in(folder: Path) -> dict[int, tuple[int, str]]:
+    """pid → (parent pid, command line) of every live process working in `folder`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) != folder:
+                continue
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if stat[0] != "Z":
+                found[int(entry.name)] = (int(stat[1]), (entry / "cmdline").read_bytes().decode(errors="replace"))
+        except OSError:
+            continue
+    return found
+
+
+def workers_of(parent: int, folder: Path) -> list[int]:
+    return [pid for pid, (ppid, command) in processes_in(folder).items()
+            if ppid == parent and "spawn_main" in command]
+
+
+def settle(folder: Path, seconds: float = 90) -> int:
+    """Wait for every process of the study to end; the number still alive after `seconds` (orphans). A worker
+    whose parent died may take up to STOP_TIMEOUT_S (60 s, then SIGALRM) to reach a stop check while it is
+    still importing or loading; 60 s here counted such slow exits as orphans on a machine at load 30-50."""
+    deadline = time.monotonic() + seconds
+    while (left := processes_in(folder)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return len(left)
+
+
+def chaos(folder: Path, kills: int, workers: int, window: float, rng: random.Random) -> dict[str, int]:
+    done = {"kills": 0, "resumes": 0, "orphans": 0, "worker_kills": 0, "parent_kills": 0}
+    while True:
+        process = start(folder, workers)
+        while process.poll() is None and done["kills"] < kills:
+            live = workers_of(process.pid, folder)
+            if not live:
+                time.sleep(0.2)
+                continue
+            time.sleep(rng.uniform(0, window))
+            live = workers_of(process.pid, folder)
+            if process.poll() is not None or not live:
+                continue
+            # every third kill takes the parent (and so its workers), the others a random worker
+            victim = process.pid if done["kills"] % 3 == 2 else rng.choice(live)
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            done["kills"] += 1
+            done["parent_kills" if victim == process.pid else "worker_kills"] += 1
+            print(f"kill {done['kills']}: {'parent' if victim == process.pid else 'worker'} {victim}", flush=True)
+        code = process.wait()
+        done["orphans"] += settle(folder)
+        if code == 0:
+            return done
+        done["resumes"] += 1
+
+
+def outcome(folder: Path) -> tuple[dict[str, list[str]], Counter]:
+    """Weights hashes of FINISHED runs by run key, and COMPLETE trials by run key."""
+    import optuna
+    from mlflow import MlflowClient
+    from optuna.trial import TrialState
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlruns/mlflow.db'}")
+    experiment = client.get_experiment_by_name("chaos").experiment_id
+    hashes: dict[str, list[str]] = {}
+    for run in client.search_runs([experiment], "tags.`harness.role` = 'training'", max_results=10_000):
+        if run.info.status == "FINISHED":
+            hashes.setdefault(run.data.tags["harness.run_key"], []).append(run.data.tags["harness.weights_hash"])
+    queue = optuna.load_study(study_name="chaos", storage=f"sqlite:///{folder / 'mlruns/optuna.db'}")
+    complete = Counter(t.user_attrs["run_key"] for t in queue.trials if t.state == TrialState.COMPLETE)
+    return hashes, complete
+
+
+def compare(calm: Path, chaotic: Path, planned: int) -> dict[str, int]:
+    reference, _ = outcome(calm)
+    hashes, complete = outcome(chaotic)
+    assert len(reference) == planned, f"the undisturbed run finished {len(reference)} of {planned}"
+    return {
+        "lost": sum(key not in hashes for key in reference),
+        "duplicated": sum(len(found) > 1 for found in hashes.values()) + sum(n > 1 for n in complete.values()),
+        "hash_mismatches": sum(hashes.get(key, [None])[0] != value[0] for key, value in reference.items()),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, int]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=12, help="runs in the study (default 12)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--window", type=float, default=8.0, help="a kill comes 0-WINDOW s after a worker exists")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="harness-chaos-") as tmp:
+        calm, chaotic = Path(tmp, "calm"), Path(tmp, "chaos")
+        for folder in (calm, chaotic):
+            folder.mkdir()
+            (folder / "chaos.yaml").write_text(SPEC.format(repeats=args.repeats, epochs=args.epochs))
+        started = time.monotonic()
+        undisturbed = start(calm, args.workers).wait()
+        assert undisturbed == 0, f"the undisturbed run exited {undisturbed}"
+        calm_s = time.monotonic() - started
+        result = chaos(chaotic, args.kills, args.workers, args.window, random.Random(args.seed))
+        result |= compare(calm, chaotic, args.repeats)
+        result |= {"undisturbed_s": round(calm_s), "chaos_s": round(time.monotonic() - started - calm_s)}
+    for key, value in result.items():
+        print(f"RESULT chaos_{key} = {value}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

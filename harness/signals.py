@@ -1,0 +1,87 @@
+"""Stop signals, parent and worker side: SIGINT, SIGTERM and SIGHUP end a study cleanly, and no worker outlives
+its parent.
+
+The parent (every command) turns each of them into `Interrupted`, a KeyboardInterrupt that remembers the signal,
+and sets `STOPPING`, which the supervisor checks on every poll (an exception raised inside a library callback
+can be swallowed; the flag cannot). It then asks its workers to stop and exits 128 + the signal's number.
+
+A worker asks the kernel for SIGTERM when its parent dies (Linux `PR_SET_PDEATHSIG`), so a SIGKILLed parent
+leaves no worker behind; any stop signal makes it finish the current epoch, mark its run KILLED, give the trial
+back to the queue and exit; SIGALRM ends it if that takes longer than `STOP_TIMEOUT_S`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_TIMEOUT_S = 60  # a stopped worker finishes its epoch and marks its run before this, or is killed
+STOPPING = threading.Event()
+_RECEIVED: list[int] = []
+_PR_SET_PDEATHSIG = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal arrived; `exit_code` is the shell's convention, 128 + its number."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def received() -> int:
+    """The first stop signal this process got (SIGINT when none: a KeyboardInterrupt raised by other means)."""
+    return _RECEIVED[0] if _RECEIVED else signal.SIGINT
+
+
+def install_parent() -> dict[int, Any]:
+    """Every stop signal raises `Interrupted` in the main thread and sets `STOPPING`; returns the old handlers."""
+    return {signum: signal.signal(signum, _parent_handler) for signum in STOP_SIGNALS}
+
+
+def restore(handlers: dict[int, Any]) -> None:
+    """Put back what `install_parent` replaced (the CLI called in-process, by tests)."""
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+def _parent_handler(signum: int, _frame: Any) -> None:
+    _RECEIVED.append(signum)
+    STOPPING.set()
+    raise Interrupted(signum)
+
+
+def install_worker(stop_requested: threading.Event, parent_pid: int) -> None:
+    """Stop signals set `stop_requested` (checked at each epoch's end); a second Ctrl-C raises at once."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT and signal.SIGINT in _RECEIVED:  # Ctrl-C twice; the parent's SIGTERM is not
+            raise Interrupted(received())
+        _RECEIVED.append(signum)
+        stop_requested.set()
+        signal.alarm(STOP_TIMEOUT_S)  # default action of SIGALRM: the process ends, whatever it is stuck in
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before the kernel was asked to tell us
+        handler(signal.SIGTERM, None)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGTERM when the parent process ends, SIGKILL included; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
