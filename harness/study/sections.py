@@ -45,6 +45,7 @@ class ModelConfig(Strict):
 
 SOURCE_OPTIONS = {
     "synthetic": {"n", "seed"},
+    "digits": {"resize", "interpolation"},  # scikit-learn's bundled 8x8 digits: real handwriting, no file, no download
     "csv": {"path", "label", "image_column", "side_inputs", "color", "resize", "interpolation"},
     "folder": {"path", "color", "resize", "interpolation"},
     "npz": {"path", "images", "labels", "resize", "interpolation"},
@@ -54,7 +55,7 @@ SOURCE_OPTIONS = {
 class DataConfig(Strict):
     """Where the images come from. csv without `label` is the contest format (id, digit, letter, 784 pixels)."""
 
-    source: Literal["synthetic", "csv", "folder", "npz"] = "synthetic"
+    source: Literal["synthetic", "digits", "csv", "folder", "npz"] = "synthetic"
     n: int = Field(2000, ge=50, le=200_000)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     path: Path | None = None
@@ -75,7 +76,7 @@ class DataConfig(Strict):
                  if getattr(self, key) != field.get_default(call_default_factory=True)}
         for key in sorted(given - allowed - {"source"}):
             raise ValueError(f"'{key}' is not used by source '{self.source}'; allowed: {', '.join(sorted(allowed))}")
-        if self.source != "synthetic" and self.path is None:
+        if self.source not in ("synthetic", "digits") and self.path is None:
             raise ValueError(f"source '{self.source}' needs 'path' ({PATH_HELP[self.source]})")
         if self.source == "npz" and (self.images is None or self.labels is None):
             raise ValueError("source 'npz' needs 'images' and 'labels' (the names of its arrays)")

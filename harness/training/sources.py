@@ -45,9 +45,11 @@ class StudyData:
 
 
 def load_study_data(config: DataConfig) -> StudyData:
-    """The embedded synthetic set, a contest train file, or the user's own images (folder, npz, generic csv)."""
+    """The embedded synthetic set, scikit-learn's digits, a contest train file, or the user's own images."""
     if config.source == "synthetic" or (config.source == "csv" and config.label is None):
         return _contest_format(config)
+    if config.source == "digits":
+        return bundled_digits(config)
     from harness.training import image_files
 
     loaders = {"folder": image_files.load_folder, "npz": image_files.load_npz, "csv": image_files.load_generic_csv}
@@ -56,6 +58,18 @@ def load_study_data(config: DataConfig) -> StudyData:
     if len(classes) < 2:
         raise DataError(f"{config.path}: every image has label {classes[0]!r}; allowed: at least 2 classes")
     return user_data(images, codes.astype(np.int64), tuple(str(c) for c in classes), side)
+
+
+def bundled_digits(config: DataConfig) -> StudyData:
+    """scikit-learn's 1,797 handwritten 8x8 digits (grey levels 0..16 scaled to 0..255), shipped with the package."""
+    from sklearn.datasets import load_digits
+
+    from harness.training.image_files import resize
+
+    bunch = load_digits()
+    images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    images = np.stack([resize(image, config) for image in images])
+    return user_data(images, bunch.target.astype(np.int64), DIGIT_CLASSES, {})
 
 
 def user_data(images: np.ndarray, codes: np.ndarray, classes: tuple[str, ...],

@@ -36,9 +36,10 @@ def test_quick_study_lands_in_mlflow_and_reruns_add_nothing(tmp_path, cli):
     assert child.data.tags["env.tensorflow"] and child.data.tags["env.git_commit"]
     assert child.data.tags["determinism.actual.op_determinism"] == "True"
     assert child.data.params["model.filters"] == "16" and "seeds.init" in child.data.params
-    assert 0.0 <= child.data.metrics["accuracy"] <= 1.0 and child.data.metrics["wall_time_s"] > 0
+    assert min(c.data.metrics["accuracy"] for c in children) >= 0.8  # the demo shows a network that learns
+    assert child.data.metrics["wall_time_s"] > 0
     curve = client.get_metric_history(child.info.run_id, "epoch_val_accuracy")
-    assert [m.step for m in curve] == [1, 2, 3, 4, 5]
+    assert [m.step for m in curve] == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
     assert {"predictions.csv", "config.json"} <= artifacts
     assert "study.yaml" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
