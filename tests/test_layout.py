@@ -8,8 +8,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "harness"
-LAYERS = ["files", "signals", "errors", "env", "devices", "study", "training", "tracking", "analysis", "execution", "report",
-          "commands", "cli", "__main__"]
+LAYERS = ["files", "signals", "errors", "env", "devices", "study", "training", "tracking", "analysis", "execution",
+          "report", "commands", "cli", "__main__"]
 MAX_LINES = 300
 
 
