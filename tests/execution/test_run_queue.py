@@ -189,3 +189,10 @@ def test_out_of_memory_is_retried_at_most_max_retry_times(queue):
     assert attempts == 1 + run_queue.MAX_RETRY
     counts = run_queue.status(queue)
     assert (counts["failed"], counts["killed_retried"], counts["waiting"]) == (1, run_queue.MAX_RETRY, 0)
+
+
+def test_one_study_name_one_kind(queue):
+    run_queue.claim_kind(queue, run_queue.KIND_RUN)
+    run_queue.claim_kind(queue, run_queue.KIND_RUN)  # the same kind again is fine
+    with pytest.raises(HarnessError, match="is a run study in the run storage .made by `harness run`."):
+        run_queue.claim_kind(queue, run_queue.KIND_TUNE)
