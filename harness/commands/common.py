@@ -44,3 +44,20 @@ def worker_count(count: int, storage_url: str | None) -> int:
                            "(one writer at a time; claims wait tens of seconds beyond that); use PostgreSQL, "
                            "--storage postgresql://... (docs/scaling.md)")
     return count
+
+
+def open_training(spec: StudySpec, args: Any) -> tuple[Any, Any, Any, int]:
+    """What `run` and `tune` need before training, every check first: (study, MLflow client, run storage, workers).
+
+    The order matters: worker count and tracking server are checked before the data loads, and nothing is
+    written to either store until the study is prepared (spec, data, splits) and its device is there.
+    """
+    from harness import tracking
+    from harness.execution import prepared, run_queue
+
+    count = worker_count(args.workers, args.storage)
+    tracking.probe(args.tracking_uri or spec.tracking.uri)  # an unreachable server answers before data loads
+    study = prepared.prepare(spec)
+    prepared.apply_device(spec)
+    client = tracking.connect(args.tracking_uri or spec.tracking.uri)
+    return study, client, run_queue.open_storage(args.storage), count

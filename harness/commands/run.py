@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.commands.common import spec_or_name, study_argument, worker_count
+from harness.commands.common import open_training, spec_or_name, study_argument, worker_count
 from harness.errors import HarnessError
 
 EXIT_RUNS_FAILED = 1
@@ -18,15 +18,9 @@ def run(args: argparse.Namespace) -> int:
     if spec.search is not None:
         raise HarnessError(f"{args.spec}: has a 'search' section: train it with `harness tune {args.spec}` "
                            "(a run study of the same name would share its queue)")
-    from harness import tracking
-    from harness.execution import prepared, run_queue, runner
+    from harness.execution import runner
 
-    count = worker_count(args.workers, args.storage)
-    tracking.probe(args.tracking_uri or spec.tracking.uri)  # an unreachable server answers before data loads
-    study = prepared.prepare(spec)
-    prepared.apply_device(spec)
-    client = tracking.connect(args.tracking_uri or spec.tracking.uri)
-    storage = run_queue.open_storage(args.storage)
+    study, client, storage, count = open_training(spec, args)
     print(f"study '{spec.name}': {len(study.runs)} runs on {study.data.images.shape[0]} images "
           f"(data {study.data.fingerprint}); store {client.tracking_uri}", file=sys.stderr)
     table = runner.run_study(study, client, storage, count, progress=not args.no_progress)

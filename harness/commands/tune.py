@@ -11,23 +11,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.commands.common import worker_count
+from harness.commands.common import open_training
 
 
 def tune(args: argparse.Namespace) -> int:
     from harness.study.spec import load_spec
 
     spec = load_spec(args.spec)
-    from harness import tracking
-    from harness.execution import prepared, run_queue, search
+    from harness.execution import search
 
     search.check_search(spec)
-    count = worker_count(args.workers, args.storage)
-    tracking.probe(args.tracking_uri or spec.tracking.uri)  # an unreachable server answers before data loads
-    study = prepared.prepare(spec)
-    prepared.apply_device(spec)
-    client = tracking.connect(args.tracking_uri or spec.tracking.uri)
-    storage = run_queue.open_storage(args.storage)
+    study, client, storage, count = open_training(spec, args)
     out = args.out or Path("reports") / spec.name
     result = search.tune(study, client, storage, count, not args.no_progress)
     record(client, result, out)

@@ -4,23 +4,14 @@ PostgreSQL (Debian's server binaries) and `mlflow server` are started here on lo
 same test runs against the SQLite default. Skips when PostgreSQL's binaries are not installed.
 """
 
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import optuna
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from benchmarks import services
 from tests.conftest import run_cli
 
 SPEC = """
@@ -34,92 +25,20 @@ base:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check, what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} not ready after {seconds} s")
-
-
 @pytest.fixture(scope="module")
 def postgres():
     """A throwaway PostgreSQL server on a loopback port with databases `optuna` and `mlflow`."""
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    if not binaries:
+    if services.postgres_binaries() is None:
         pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    bin_dir, port = Path(binaries[-1]), free_port()
-    # its own folder outside pytest's (root-only) tmp tree: the server runs as the postgres user
-    data = Path(tempfile.mkdtemp(prefix="harness-pg-")) / "data"
-    data.parent.chmod(0o777)
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    subprocess.run(
-        [*as_postgres, bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -h 127.0.0.1 -k {data.parent}"
-    subprocess.run(
-        [*as_postgres, bin_dir / "pg_ctl", "-D", data, "-o", options, "-w", "-l", data.parent / "log", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        for name in ("optuna", "mlflow"):
-            subprocess.run(
-                [bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name], check=True
-            )
-        yield f"postgresql://postgres@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*as_postgres, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(data.parent, ignore_errors=True)
+    with services.postgres() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, tmp_path_factory):
     """`mlflow server` on loopback, backed by the PostgreSQL above, serving artifacts from a temp folder."""
-    port, artifacts = free_port(), tmp_path_factory.mktemp("artifacts")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"{postgres}/mlflow",
-            "--artifacts-destination",
-            artifacts.as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_until(healthy, "mlflow server", 120)
+    with services.mlflow_server(f"{postgres}/mlflow", tmp_path_factory.mktemp("artifacts")) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def check_exactly_once(tracking_uri: str, storage: str) -> None:
