@@ -161,7 +161,11 @@ def record_levels(trial: Any, factors: dict[str, str], levels: dict[str, list[st
 
     for key, label in factors.items():
         distribution = CategoricalDistribution(levels[key])
-        trial.study._storage.set_trial_param(trial._trial_id, key, distribution.to_internal_repr(label), distribution)
+        try:
+            trial.study._storage.set_trial_param(trial._trial_id, key, distribution.to_internal_repr(label),
+                                                 distribution)
+        except ValueError:  # an edited spec changed this factor's levels: Optuna allows one choice list per name
+            continue
 
 
 def give_back(queue: Any, trial: Any) -> None:
