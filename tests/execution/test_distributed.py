@@ -70,7 +70,7 @@ def test_two_workers_share_one_study(backend, tmp_path, request):
     check_exactly_once(tracking, storage)
     joined = run_cli("worker", "--study", "shared", "--storage", storage, "--no-progress", cwd=tmp_path, timeout=300)
     assert joined.returncode == 0, joined.stderr[-3000:]
-    assert "6 done, 0 running, 0 waiting" in joined.stdout
+    assert "6 done, 0 running on 0 live worker(s), 0 waiting" in joined.stdout
 
 
 def test_worker_on_unreachable_storage_is_one_line(tmp_path):
