@@ -37,28 +37,35 @@ def test_enqueue_skips_done_and_queued_runs(queue):
     assert sorted(t.user_attrs["run_key"] for t in queue.trials) == ["a", "b", "c"]
 
 
-def test_each_trial_is_claimed_exactly_once_by_concurrent_workers(queue):
-    run_queue.enqueue(queue, fake_runs(*[f"k{i}" for i in range(12)]), set())
+def claim_in_threads(queue, make_claim, threads: int = 3) -> list[str]:
+    """Run keys claimed (and told done) by `threads` concurrent workers, each with its own `make_claim()`."""
     claimed, lock = [], threading.Lock()
 
     def worker():
-        while (trial := run_queue.claim(queue, GROUP)) is not None:
+        claim = make_claim()
+        while (trial := claim()) is not None:
             with lock:
                 claimed.append(trial.user_attrs["run_key"])
             queue.tell(trial, 1.0)
 
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    for thread in threads:
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
         thread.start()
-    for thread in threads:
+    for thread in pool:
         thread.join()
+    return claimed
+
+
+def test_each_trial_is_claimed_exactly_once_by_concurrent_workers(queue):
+    run_queue.enqueue(queue, fake_runs(*[f"k{i}" for i in range(12)]), set())
+    claimed = claim_in_threads(queue, lambda: lambda: run_queue.claim(queue, GROUP))
     assert sorted(claimed) == sorted(f"k{i}" for i in range(12))
     assert run_queue.status(queue)["done"] == 12
 
 
 def test_claimers_keep_their_list_and_still_claim_each_trial_once(queue, monkeypatch):
     run_queue.enqueue(queue, fake_runs(*[f"k{i}" for i in range(12)]), set())
-    claimed, listings, lock = [], [], threading.Lock()
+    listings = []
     list_waiting = run_queue.Claimer._list_waiting
 
     def counted(self):
@@ -66,19 +73,7 @@ def test_claimers_keep_their_list_and_still_claim_each_trial_once(queue, monkeyp
         return list_waiting(self)
 
     monkeypatch.setattr(run_queue.Claimer, "_list_waiting", counted)
-
-    def worker():
-        claimer = run_queue.Claimer(queue, GROUP)
-        while (trial := claimer.claim()) is not None:
-            with lock:
-                claimed.append(trial.user_attrs["run_key"])
-            queue.tell(trial, 1.0)
-
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    claimed = claim_in_threads(queue, lambda: run_queue.Claimer(queue, GROUP).claim)
     assert sorted(claimed) == sorted(f"k{i}" for i in range(12))
     assert len(listings) < 12  # the waiting list is not re-read for every claim
     late = run_queue.Claimer(queue, GROUP)
