@@ -11,6 +11,7 @@ import pytest
 HERE = Path(__file__).resolve().parents[1]
 SPEC = """
 name: det-test
+repeats: 1
 data: {source: synthetic, n: 300, seed: 1}
 base:
   model: {filters: 4, depth: 1, dense_units: 16, dropout: 0.3}
