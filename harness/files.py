@@ -81,3 +81,17 @@ def _fires(variable: str, name: str) -> bool:
         except FileExistsError:
             return False
     return True
+
+
+def absolute_sqlite_url(url: str, store: str) -> str:
+    """A `sqlite:///` URL made absolute with its folder created (other URLs unchanged); `store` names it in errors."""
+    from harness.errors import HarnessError
+
+    if not url.startswith("sqlite:///"):
+        return url
+    path = Path(url.removeprefix("sqlite:///")).resolve()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HarnessError(f"{store} '{url}' is unreachable: {err.strerror}") from None
+    return f"sqlite:///{path}"

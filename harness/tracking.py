@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.files import absolute_sqlite_url
 
 STORE_DIR = Path("mlruns")
 ROLE = "harness.role"
@@ -44,13 +45,7 @@ def connect(uri: str | None) -> Any:
     for name in ("alembic", "mlflow"):  # schema-migration chatter on a new store is not news to a user
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    if uri.startswith("sqlite:///"):  # MLflow needs absolute paths to place the artifact store
-        path = Path(uri.removeprefix("sqlite:///")).resolve()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise HarnessError(f"tracking store '{uri}' is unreachable: {err.strerror}") from None
-        uri = f"sqlite:///{path}"
+    uri = absolute_sqlite_url(uri, "tracking store")  # MLflow needs absolute paths to place the artifact store
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)

@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "harness"
-LAYERS = ["files", "signals", "errors", "env", "devices", "study", "training", "tracking", "analysis", "execution",
+LAYERS = ["errors", "files", "signals", "env", "devices", "study", "training", "tracking", "analysis", "execution",
           "report", "commands", "cli", "__main__"]
 MAX_LINES = 300
 

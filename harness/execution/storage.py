@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.files import absolute_sqlite_url
 
 HEARTBEAT_S = 2
 GRACE_S = 10  # a trial without a heartbeat for this long belongs to a dead worker
@@ -33,13 +34,7 @@ def open_storage(url: str | None) -> Any:
     # heartbeats and stale-trial retry are marked experimental since Optuna 2.9 and are the documented way
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     url = url or default_storage()
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///")).resolve()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise HarnessError(f"run storage '{url}' is unreachable: {err.strerror}") from None
-        url = f"sqlite:///{path}"
+    url = absolute_sqlite_url(url, "run storage")
     try:
         if url.startswith("sqlite:///"):
             _create_sqlite_atomically(Path(url.removeprefix("sqlite:///")))
