@@ -72,6 +72,8 @@ def settle(folder: Path, seconds: float = 90) -> int:
     deadline = time.monotonic() + seconds
     while (left := processes_in(folder)) and time.monotonic() < deadline:
         time.sleep(0.2)
+    for pid, (ppid, command) in left.items():
+        print(f"orphan {pid} (parent {ppid}): {command.replace(chr(0), ' ')[:200]}", flush=True)
     return len(left)
 
 

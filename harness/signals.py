@@ -7,7 +7,8 @@ can be swallowed; the flag cannot). It then asks its workers to stop and exits 1
 
 A worker asks the kernel for SIGTERM when its parent dies (Linux `PR_SET_PDEATHSIG`), so a SIGKILLed parent
 leaves no worker behind; any stop signal makes it finish the current epoch, mark its run KILLED, give the trial
-back to the queue and exit; SIGALRM ends it if that takes longer than `STOP_TIMEOUT_S`.
+back to the queue and exit; SIGALRM ends it if that takes longer than `STOP_TIMEOUT_S`. A watcher thread
+checks the parent twice a second as well, and SIGKILLs the worker if it still lives after that.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -74,6 +76,18 @@ def install_worker(stop_requested: threading.Event, parent_pid: int) -> None:
     _die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before the kernel was asked to tell us
         handler(signal.SIGTERM, None)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """The backstop that needs neither the kernel's death signal nor the main thread: once the parent is gone,
+    signal SIGTERM (the clean stop) and SIGKILL this process if it still lives `STOP_TIMEOUT_S` later. The
+    Python handler that arms SIGALRM runs only when the main thread returns to the interpreter."""
+    while os.getppid() == parent_pid:
+        time.sleep(poll_s)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_TIMEOUT_S + 5)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _die_with_parent() -> None:
