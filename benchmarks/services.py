@@ -40,6 +40,15 @@ def postgres_binaries() -> Path | None:
     return Path(found[-1]) if found else None
 
 
+_RESTARTS: dict[str, Callable[[], None]] = {}  # url → restart of a server started here
+
+
+def restart(url: str) -> None:
+    """Restart the server at `url` (started by `postgres` or `mlflow_server`) on the same port, and wait for it:
+    the transient outage that clients must ride out."""
+    _RESTARTS[url]()
+
+
 @contextmanager
 def postgres(databases: tuple[str, ...] = ("optuna", "mlflow"), max_connections: int = 100) -> Iterator[str]:
     """A PostgreSQL server with `databases`; yields `postgresql://postgres@127.0.0.1:PORT` (append /DB)."""
@@ -53,14 +62,18 @@ def postgres(databases: tuple[str, ...] = ("optuna", "mlflow"), max_connections:
     subprocess.run([*as_postgres, bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust"], check=True,
                    capture_output=True)
     options = f"-p {port} -h 127.0.0.1 -k {data.parent} -c max_connections={max_connections}"
-    subprocess.run([*as_postgres, bin_dir / "pg_ctl", "-D", data, "-o", options, "-w", "-l", data.parent / "log",
-                    "start"], check=True, capture_output=True)
+    pg_ctl = [*as_postgres, bin_dir / "pg_ctl", "-D", data, "-o", options, "-w", "-l", data.parent / "log"]
+    subprocess.run([*pg_ctl, "start"], check=True, capture_output=True)
+    url = f"postgresql://postgres@127.0.0.1:{port}"
+    # "fast": open sessions are cut, as when a managed database fails over or an operator restarts it
+    _RESTARTS[url] = lambda: subprocess.run([*pg_ctl, "-m", "fast", "restart"], check=True, capture_output=True)
     try:
         for name in databases:
             subprocess.run([bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name],
                            check=True)
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield url
     finally:
+        _RESTARTS.pop(url, None)
         subprocess.run([*as_postgres, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(data.parent, ignore_errors=True)
 
@@ -69,13 +82,11 @@ def postgres(databases: tuple[str, ...] = ("optuna", "mlflow"), max_connections:
 def mlflow_server(backend_store_uri: str, artifacts: Path, workers: int = 1) -> Iterator[str]:
     """`mlflow server` on loopback serving artifacts from `artifacts`; yields its URL once /health answers."""
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
-         "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
+               "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
+    servers: list[subprocess.Popen] = []
 
     def healthy() -> bool:
         try:
@@ -83,13 +94,24 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, workers: int = 1) -> 
         except OSError:
             return False
 
-    try:
+    def start() -> None:
+        servers.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_until(healthy, "mlflow server", 300)  # its schema migrations take minutes on a loaded machine
-        yield url
-    finally:
+
+    def stop() -> None:
+        server = servers.pop()
         server.terminate()
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+    _RESTARTS[url] = lambda: (stop(), start())
+    try:
+        start()
+        yield url
+    finally:
+        _RESTARTS.pop(url, None)
+        if servers:
+            stop()

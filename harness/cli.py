@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import AlreadyReported, HarnessError
 
 EXIT_BAD_INPUT = 2
 STUDY_HELP = "study spec file (e.g. studies/quick.yaml) or study name"
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = signals.install_parent()
     try:
         return getattr(importlib.import_module(f"harness.commands.{module}"), function)(args) or 0
+    except AlreadyReported:
+        return EXIT_BAD_INPUT
     except HarnessError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -14,3 +14,16 @@ class SpecError(HarnessError):
 
 class DataError(HarnessError):
     """A data file that breaks the contest format: columns, pixel range, labels, ids."""
+
+
+class DiskWriteError(HarnessError):
+    """A file or artifact that could not be written (a full disk, a quota, a read-only mount)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"could not write {what}: {reason}; nothing was half-written: free space and run the "
+                         "same command again to resume")
+
+
+class AlreadyReported(HarnessError):
+    """A training process printed its one-line error and stopped; the parent stops the study without a second
+    line."""

@@ -7,6 +7,7 @@ leaves the old file (or none), never half a file that a later run would trust.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections.abc import Iterator
@@ -14,8 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from harness.errors import DiskWriteError
+
 KILL_AT_ENV = "HARNESS_KILL_AT"  # crash tests: "point" or "point:marker-file" SIGKILLs this process once there
 OOM_AT_ENV = "HARNESS_OOM_AT"  # fault tests: the same form raises MemoryError there (every time without a marker)
+# a full disk, a quota, a read-only or failing mount: named in one line, the old file kept
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 @contextmanager
@@ -24,18 +29,49 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     import tempfile
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(handle, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
         kill_point("atomic-write")  # crash tests: the content is written but not yet in place
         os.replace(temporary, path)
+    except OSError as err:
+        _raise_write_error(err, str(path), path.parent)
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
     _fsync_directory(path.parent)
+
+
+@contextmanager
+def writes_to(what: str, folder: Path | None = None) -> Iterator[None]:
+    """Writes a library makes (MLflow's artifact store) that fail for lack of room or rights become one line
+    naming `what`."""
+    try:
+        yield
+    except OSError as err:
+        _raise_write_error(err, what, folder)
+
+
+def _raise_write_error(err: OSError, what: str, folder: Path | None) -> None:
+    """Re-raise `err` unless it is a failed write; then a DiskWriteError that says why, in words: the system's
+    message, or for a short write (numpy's `tofile` reports one without an errno) the space left there."""
+    import shutil
+
+    if err.errno is not None and err.errno not in WRITE_ERRNOS:
+        raise err
+    reason = err.strerror or str(err)
+    if not err.strerror and folder is not None:
+        try:
+            free = shutil.disk_usage(folder).free
+            reason = f"{err}; {free} bytes free there" if free else "No space left on device"
+        except OSError:
+            pass
+    raise DiskWriteError(what, reason) from None
 
 
 def write_atomic(path: str | Path, text: str) -> None:

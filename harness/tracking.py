@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.files import absolute_sqlite_url
+from harness.files import absolute_sqlite_url, writes_to
 
 STORE_DIR = Path("mlruns")
 ROLE = "harness.role"
@@ -105,10 +105,11 @@ def study_parent(client: Any, exp_id: str, study: str, spec_text: str, spec_path
         client.update_run(parent_id, status="RUNNING")
     else:
         parent_id = client.create_run(exp_id, run_name=f"study:{study}", tags={ROLE: "study", STUDY: study}).info.run_id
-    client.log_text(parent_id, spec_text, "study.yaml")  # the latest version: what `predict` reads
-    # every version of the spec that ran is kept, so an edited spec never hides what earlier runs used
-    digest = hashlib.sha256(spec_text.encode()).hexdigest()[:12]
-    client.log_text(parent_id, spec_text, f"specs/study-{digest}.yaml")
+    with writes_to(f"the spec artifacts of MLflow run {parent_id} ({client.tracking_uri})"):
+        client.log_text(parent_id, spec_text, "study.yaml")  # the latest version: what `predict` reads
+        # every version of the spec that ran is kept, so an edited spec never hides what earlier runs used
+        digest = hashlib.sha256(spec_text.encode()).hexdigest()[:12]
+        client.log_text(parent_id, spec_text, f"specs/study-{digest}.yaml")
     if spec_path:  # relative data paths in the spec resolve against its folder (predict re-reads the spec)
         client.set_tag(parent_id, SPEC_PATH, spec_path)
     return parent_id
@@ -188,7 +189,8 @@ def finish_child(client: Any, run_id: str, result: Any) -> None:
     }
     client.log_batch(run_id, metrics=metrics, tags=[RunTag(key, value) for key, value in tags.items()])
     kill_point("logging")
-    with tempfile.TemporaryDirectory() as tmp:
+    with (writes_to(f"the artifacts of MLflow run {run_id} ({client.tracking_uri})"),
+          tempfile.TemporaryDirectory() as tmp):
         config_path = Path(tmp) / "config.json"
         config_path.write_text(json.dumps({"resolved": result.run.resolved(), "history": result.history}, indent=1))
         client.log_artifact(run_id, str(config_path))

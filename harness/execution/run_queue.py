@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import HarnessError
@@ -197,20 +199,45 @@ def retry(queue: Any, trial: Any) -> None:
     again(queue, queue._storage.get_trial(trial._trial_id))
 
 
+@dataclass
+class Lease:
+    """A claimed trial's hold on its run. Lost once no heartbeat has reached the storage for GRACE_S (a database
+    down that long): others may have taken the trial for a dead worker's by then, so this training must not be
+    logged as the run's result."""
+
+    last_beat: float = field(default_factory=time.monotonic)
+    gap_seen: bool = False
+
+    def beaten(self) -> None:
+        now = time.monotonic()
+        self.gap_seen |= now - self.last_beat > GRACE_S
+        self.last_beat = now
+
+    @property
+    def lost(self) -> bool:
+        return self.gap_seen or time.monotonic() - self.last_beat > GRACE_S
+
+
 @contextmanager
-def heartbeat(trial: Any) -> Iterator[None]:
-    """Beat while the trial runs, so a live worker's trial is never taken for a dead one's."""
-    stop = threading.Event()
+def heartbeat(trial: Any) -> Iterator[Lease]:
+    """Beat while the trial runs, so a live worker's trial is never taken for a dead one's. A beat that fails
+    (the database restarting) is not the end: the next one reconnects; only a gap over GRACE_S loses the lease."""
+    stop, lease = threading.Event(), Lease()
     storage, trial_id = trial.study._storage, trial._trial_id
 
     def beat() -> None:
         while not stop.wait(HEARTBEAT_S):
-            storage.record_heartbeat(trial_id)
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as err:  # noqa: BLE001 -- any driver error; the storage's pool reconnects next time
+                print(f"warning: heartbeat of trial {trial.number} failed: {type(err).__name__}", file=sys.stderr)
+            else:
+                lease.beaten()
 
     thread = threading.Thread(target=beat, name="harness-heartbeat", daemon=True)
     thread.start()
     try:
-        yield
+        yield lease
     finally:
         stop.set()
         thread.join()

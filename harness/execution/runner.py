@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from harness import tracking
+from harness.errors import DiskWriteError
 from harness.execution import run_queue, workers
 from harness.execution.prepared import CACHE_DIR, Study, warm_cache
 from harness.study.design import PlannedRun, plan_runs
@@ -150,7 +151,7 @@ class GroupWorker:
         run_queue.record_levels(trial, run.factors, self.levels)
         try:
             result = self.attached.train(trial, run, retry_out_of_memory=run_queue.retries_left(trial))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, DiskWriteError):
             run_queue.give_back(queue, trial)
             raise
         if result.status == "FINISHED":

@@ -16,6 +16,7 @@ from harness.files import absolute_sqlite_url
 HEARTBEAT_S = 2
 GRACE_S = 10  # a trial without a heartbeat for this long belongs to a dead worker
 MAX_RETRY = 3
+RECONNECT_S = 120  # a database that restarts (failover, upgrade, operator) is waited for this long
 
 
 def default_storage() -> str:
@@ -50,6 +51,8 @@ def open_storage(url: str | None) -> Any:
         raise HarnessError(f"run storage '{url}' is unreachable: {first}") from None
     if _is_sqlite(url):
         _serialize_sqlite_transactions(storage.engine)
+    else:
+        _reconnect_with_backoff(storage.engine)
     return storage
 
 
@@ -70,6 +73,25 @@ def _create_sqlite_atomically(path: Path) -> None:
             pass
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _reconnect_with_backoff(sql_engine: Any) -> None:
+    """Ride out a database restart. `pool_pre_ping` finds the connections the restart cut when they are next
+    used; this makes the new connection wait for the server to come back (exponential backoff, up to
+    RECONNECT_S) instead of failing the worker. Added after the store opened: an unreachable database at the
+    start is still answered at once, in one line."""
+    import tenacity
+    from sqlalchemy import event
+
+    @event.listens_for(sql_engine, "do_connect")
+    def _connect_with_backoff(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(dialect.loaded_dbapi.OperationalError),
+            wait=tenacity.wait_exponential(multiplier=0.25, max=5),
+            stop=tenacity.stop_after_delay(RECONNECT_S),
+            reraise=True,
+        )
+        return retrying(dialect.connect, *cargs, **cparams)
 
 
 def _is_sqlite(url: str) -> bool:

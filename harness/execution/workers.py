@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from harness import signals, tracking
-from harness.errors import HarnessError
+from harness.errors import AlreadyReported, DiskWriteError, HarnessError
 from harness.execution import run_queue
 from harness.files import kill_point
 from harness.study.spec import StudySpec, parse_spec
 from harness.training.sources import StudyData, load_study_data
 
 POLL_S = 1.0
+LEASE_LOST = (f"the run storage missed this training's heartbeats for over {run_queue.GRACE_S} s, so the queue "
+              "may have given the run to another worker; not logged as done, the queue retries it")
 
 
 def publish(queue: Any, spec: StudySpec, data: StudyData, client: Any) -> tuple[str, str]:
@@ -88,7 +90,7 @@ class Attached:
 
         from harness.training.train import train_run
 
-        with run_queue.heartbeat(trial):
+        with run_queue.heartbeat(trial) as lease:
             run_id = tracking.start_child(self.client, self.experiment_id, self.parent_id, run, self.environment,
                                           trial.number)
             trial.set_user_attr("mlflow_run_id", run_id)
@@ -97,13 +99,34 @@ class Attached:
                                    side=self.data.side, n_classes=self.data.n_classes)
                 if result.out_of_memory and retry_out_of_memory:
                     result = replace(result, status="KILLED", failure_reason=f"{result.failure_reason}; retried")
-                tracking.finish_child(self.client, run_id, result)
+                if lease.lost:
+                    tracking.end_child(self.client, run_id, "KILLED", LEASE_LOST)
+                    raise LeaseLost(f"trial {trial.number}: {LEASE_LOST}")
+                self._finish(run_id, result)
                 kill_point("finished")  # crash tests: logged FINISHED, the queue not told yet
             except KeyboardInterrupt:
                 name = signal.Signals(signals.received()).name
                 tracking.end_child(self.client, run_id, "KILLED", f"interrupted ({name}); rerun to resume")
                 raise
         return result
+
+
+    def _finish(self, run_id: str, result: Any) -> None:
+        """Log the result; a full disk (or quota, or read-only store) under the artifacts is one line and the run
+        KILLED, never FINISHED with half its files."""
+        try:
+            tracking.finish_child(self.client, run_id, result)
+        except DiskWriteError as err:
+            tracking.end_child(self.client, run_id, "KILLED", str(err))
+            raise
+
+
+class LeaseLost(Exception):
+    """This worker's training may have been given to another worker; it ends, and the parent replaces it."""
+
+
+EXIT_REPORTED = 2  # the worker printed its one-line error; a replacement would meet it again
+EXIT_LEASE_LOST = 3
 
 
 def worker_entry(parent_pid: int, target: Callable[..., None], *args: Any) -> None:
@@ -116,7 +139,10 @@ def worker_entry(parent_pid: int, target: Callable[..., None], *args: Any) -> No
         target(*args)
     except HarnessError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_REPORTED)
+    except LeaseLost as err:
+        print(f"warning: {err}", file=sys.stderr)
+        sys.exit(EXIT_LEASE_LOST)
     except KeyboardInterrupt:
         sys.exit(128 + signals.received())
 
@@ -149,10 +175,12 @@ def supervise(target: Callable[..., None], args_of: Callable[[int], tuple], coun
             on_tick()
             for index, process in enumerate(processes):
                 code = process.exitcode
+                if code == EXIT_REPORTED:  # bad input or a full disk: the others stop at their epoch's end
+                    raise AlreadyReported()
                 if code not in (None, 0, *STOPPED_CODES) and replacements > 0 and work_left():
                     replacements -= 1
                     processes[index] = start(index)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, AlreadyReported):
         _stop(processes)
         raise
     finally:
@@ -161,6 +189,8 @@ def supervise(target: Callable[..., None], args_of: Callable[[int], tuple], coun
                 process.kill()
                 process.join()
     codes = sorted({process.exitcode for process in processes})
+    if EXIT_REPORTED in codes:
+        raise AlreadyReported()
     if any(code != 0 for code in codes) and work_left():
         stopped = [code for code in codes if code in STOPPED_CODES]
         if stopped:  # someone stopped the workers themselves (a scheduler, a Ctrl-C on their pid)

@@ -4,6 +4,9 @@ PostgreSQL (Debian's server binaries) and `mlflow server` are started here on lo
 same test runs against the SQLite default. Skips when PostgreSQL's binaries are not installed.
 """
 
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import optuna
@@ -12,7 +15,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from benchmarks import services
-from tests.conftest import run_cli
+from harness.execution import storage as run_storage
+from tests.conftest import REPO, run_cli
 
 SPEC = """
 name: shared
@@ -41,16 +45,16 @@ def mlflow_server(postgres, tmp_path_factory):
         yield url
 
 
-def check_exactly_once(tracking_uri: str, storage: str) -> None:
+def check_exactly_once(tracking_uri: str, storage: str, study: str = "shared") -> None:
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name("shared")
+    experiment = client.get_experiment_by_name(study)
     children = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'training'")
     finished = Counter(r.data.tags["harness.run_key"] for r in children if r.info.status == "FINISHED")
     assert len(finished) == 6 and set(finished.values()) == {1}
     workers = {r.data.tags["harness.worker"] for r in children}
     assert len(workers) == 2, f"expected runs from 2 worker processes, got {workers}"
     assert all("predictions.csv" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in children)
-    queue = optuna.load_study(study_name="shared", storage=storage)
+    queue = optuna.load_study(study_name=study, storage=storage)
     complete = Counter(t.user_attrs["run_key"] for t in queue.trials if t.state == TrialState.COMPLETE)
     assert complete == finished and len(queue.trials) == 6
 
@@ -71,6 +75,42 @@ def test_two_workers_share_one_study(backend, tmp_path, request):
     joined = run_cli("worker", "--study", "shared", "--storage", storage, "--no-progress", cwd=tmp_path, timeout=300)
     assert joined.returncode == 0, joined.stderr[-3000:]
     assert "6 done, 0 running on 0 live worker(s), 0 waiting" in joined.stdout
+
+
+def count_complete(storage: object, study: str = "shared") -> int:
+    try:
+        return len(optuna.load_study(study_name=study, storage=storage).get_trials(states=(TrialState.COMPLETE,)))
+    except Exception:  # noqa: BLE001 -- not created yet, or the server is restarting under us
+        return -1
+
+
+@pytest.mark.slow
+def test_restarts_of_postgresql_and_the_mlflow_server_mid_study_lose_and_repeat_nothing(tmp_path, postgres,
+                                                                                        mlflow_server):
+    """Each server is restarted (sessions cut, port closed for seconds) while two workers train: the workers
+    reconnect (SQLAlchemy pre-ping plus backoff, MLflow's HTTP retries) and every run ends exactly once."""
+    text = SPEC.replace("name: shared", "name: restarts").replace("epochs: 2", "epochs: 4")
+    (tmp_path / "shared.yaml").write_text(text)
+    storage = run_storage.open_storage(f"{postgres}/optuna")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+    study = subprocess.Popen([sys.executable, "-m", "harness", "run", "shared.yaml", "--no-progress", "--workers", "2",
+                              "--storage", f"{postgres}/optuna", "--tracking-uri", mlflow_server],
+                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        done_at_restart = []
+        for server, after in ((postgres, 1), (mlflow_server, 2)):
+            services.wait_until(lambda n=after: count_complete(storage, "restarts") >= n or study.poll() is not None,
+                                "runs to finish", 300)
+            assert study.poll() is None, "the study ended before the restart"
+            done_at_restart.append(count_complete(storage, "restarts"))
+            services.restart(server)
+        out, err = study.communicate(timeout=600)
+    finally:
+        study.kill()
+    assert study.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]  # no worker died: each rode the outage out
+    assert done_at_restart[-1] < 6, "no run was left to train after the restarts"
+    check_exactly_once(mlflow_server, f"{postgres}/optuna", "restarts")
 
 
 def test_worker_on_unreachable_storage_is_one_line(tmp_path):

@@ -191,3 +191,32 @@ def test_one_study_name_one_kind(queue):
     run_queue.claim_kind(queue, run_queue.KIND_RUN)  # the same kind again is fine
     with pytest.raises(HarnessError, match="is a run study in the run storage .made by `harness run`."):
         run_queue.claim_kind(queue, run_queue.KIND_TUNE)
+
+
+class FlakyStorage:
+    """record_heartbeat fails while `down` is set: a database restarting under a worker."""
+
+    def __init__(self) -> None:
+        self.down, self.beats = threading.Event(), 0
+
+    def record_heartbeat(self, _trial_id: int) -> None:
+        if self.down.is_set():
+            raise ConnectionError("server closed the connection unexpectedly")
+        self.beats += 1
+
+
+@pytest.mark.parametrize("outage_s, lost", [(0.3, False), (1.2, True)])
+def test_heartbeats_ride_out_a_short_outage_and_a_long_one_loses_the_lease(monkeypatch, outage_s, lost):
+    monkeypatch.setattr(run_queue, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(run_queue, "GRACE_S", 0.8)
+    storage = FlakyStorage()
+    trial = SimpleNamespace(study=SimpleNamespace(_storage=storage), _trial_id=1, number=0)
+    with run_queue.heartbeat(trial) as lease:
+        time.sleep(0.2)
+        storage.down.set()
+        time.sleep(outage_s)
+        storage.down.clear()
+        beats_after = storage.beats
+        time.sleep(0.3)
+        assert storage.beats > beats_after, "beating stopped after the outage"
+        assert lease.lost is lost
