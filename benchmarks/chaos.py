@@ -3,6 +3,7 @@ end state with an undisturbed run of the same study.
 
     python benchmarks/chaos.py --kills 20            # about 20-40 minutes on 2 shared cores
     python benchmarks/chaos.py --kills 3 --repeats 4 # the short version tests/execution/test_chaos.py runs
+    python benchmarks/chaos.py --kills 20 --store postgresql   # queue and runs on a PostgreSQL started here
 
 A kill lands once the parent has at least one worker, after a random 0-`--window` s: during a worker's start,
 an epoch, logging or a claim. Every third kill takes the parent (its workers get SIGTERM from the kernel, end
@@ -14,6 +15,7 @@ hash_mismatches, orphans (all but the first two must be 0).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -22,7 +24,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import services  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = """
@@ -36,11 +43,29 @@ base:
 """
 
 
-def start(folder: Path, workers: int) -> subprocess.Popen:
+@dataclass
+class Stores:
+    """Where one side (undisturbed or chaotic) keeps its queue and its runs."""
+
+    storage: str
+    tracking: str
+
+    @classmethod
+    def sqlite(cls, folder: Path) -> Stores:
+        return cls(f"sqlite:///{folder / 'mlruns/optuna.db'}", f"sqlite:///{folder / 'mlruns/mlflow.db'}")
+
+    @classmethod
+    def postgresql(cls, server: str, side: str) -> Stores:
+        """Both on the PostgreSQL server (MLflow on a database URI; artifacts in the side's folder)."""
+        return cls(f"{server}/optuna_{side}", f"{server}/mlflow_{side}")
+
+
+def start(folder: Path, workers: int, stores: Stores) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "harness", "run", "chaos.yaml", "--no-progress", "--workers",
-                             str(workers)], cwd=folder, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                             str(workers), "--storage", stores.storage, "--tracking-uri", stores.tracking],
+                            cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 def processes_in(folder: Path) -> dict[int, tuple[int, str]]:
@@ -77,10 +102,11 @@ def settle(folder: Path, seconds: float = 90) -> int:
     return len(left)
 
 
-def chaos(folder: Path, kills: int, workers: int, window: float, rng: random.Random) -> dict[str, int]:
+def chaos(folder: Path, stores: Stores, kills: int, workers: int, window: float,
+          rng: random.Random) -> dict[str, int]:
     done = {"kills": 0, "resumes": 0, "orphans": 0, "worker_kills": 0, "parent_kills": 0}
     while True:
-        process = start(folder, workers)
+        process = start(folder, workers, stores)
         while process.poll() is None and done["kills"] < kills:
             live = workers_of(process.pid, folder)
             if not live:
@@ -106,24 +132,24 @@ def chaos(folder: Path, kills: int, workers: int, window: float, rng: random.Ran
         done["resumes"] += 1
 
 
-def outcome(folder: Path) -> tuple[dict[str, list[str]], Counter]:
+def outcome(stores: Stores) -> tuple[dict[str, list[str]], Counter]:
     """Weights hashes of FINISHED runs by run key, and COMPLETE trials by run key."""
     import optuna
     from mlflow import MlflowClient
     from optuna.trial import TrialState
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlruns/mlflow.db'}")
+    client = MlflowClient(tracking_uri=stores.tracking)
     experiment = client.get_experiment_by_name("chaos").experiment_id
     hashes: dict[str, list[str]] = {}
     for run in client.search_runs([experiment], "tags.`harness.role` = 'training'", max_results=10_000):
         if run.info.status == "FINISHED":
             hashes.setdefault(run.data.tags["harness.run_key"], []).append(run.data.tags["harness.weights_hash"])
-    queue = optuna.load_study(study_name="chaos", storage=f"sqlite:///{folder / 'mlruns/optuna.db'}")
+    queue = optuna.load_study(study_name="chaos", storage=stores.storage)
     complete = Counter(t.user_attrs["run_key"] for t in queue.trials if t.state == TrialState.COMPLETE)
     return hashes, complete
 
 
-def compare(calm: Path, chaotic: Path, planned: int) -> dict[str, int]:
+def compare(calm: Stores, chaotic: Stores, planned: int) -> dict[str, int]:
     reference, _ = outcome(calm)
     hashes, complete = outcome(chaotic)
     assert len(reference) == planned, f"the undisturbed run finished {len(reference)} of {planned}"
@@ -142,18 +168,27 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--window", type=float, default=8.0, help="a kill comes 0-WINDOW s after a worker exists")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="queue and runs on SQLite files, or on a PostgreSQL server started here")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="harness-chaos-") as tmp:
-        calm, chaotic = Path(tmp, "calm"), Path(tmp, "chaos")
-        for folder in (calm, chaotic):
+    with tempfile.TemporaryDirectory(prefix="harness-chaos-") as tmp, contextlib.ExitStack() as stack:
+        sides = {"calm": Path(tmp, "calm"), "chaos": Path(tmp, "chaos")}
+        if args.store == "postgresql":
+            server = stack.enter_context(services.postgres(("optuna_calm", "optuna_chaos", "mlflow_calm",
+                                                            "mlflow_chaos")))
+            stores = {side: Stores.postgresql(server, side) for side in sides}
+        else:
+            stores = {side: Stores.sqlite(folder) for side, folder in sides.items()}
+        for folder in sides.values():
             folder.mkdir()
             (folder / "chaos.yaml").write_text(SPEC.format(repeats=args.repeats, epochs=args.epochs))
         started = time.monotonic()
-        undisturbed = start(calm, args.workers).wait()
+        undisturbed = start(sides["calm"], args.workers, stores["calm"]).wait()
         assert undisturbed == 0, f"the undisturbed run exited {undisturbed}"
         calm_s = time.monotonic() - started
-        result = chaos(chaotic, args.kills, args.workers, args.window, random.Random(args.seed))
-        result |= compare(calm, chaotic, args.repeats)
+        result = chaos(sides["chaos"], stores["chaos"], args.kills, args.workers, args.window,
+                       random.Random(args.seed))
+        result |= compare(stores["calm"], stores["chaos"], args.repeats)
         result |= {"undisturbed_s": round(calm_s), "chaos_s": round(time.monotonic() - started - calm_s)}
     for key, value in result.items():
         print(f"RESULT chaos_{key} = {value}")
