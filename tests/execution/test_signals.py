@@ -173,7 +173,7 @@ def test_a_signalled_or_killed_parent_stops_the_study_and_leaves_no_process(stud
     took = time.monotonic() - sent
     assert process.returncode == (128 + signum if signum != signal.SIGKILL else -signum), stderr[-2000:]
     assert left_after(study_dir, 5) == []
-    assert took < 30, f"{took:.1f} s from {signum.name} to exit"
+    assert took < 60, f"{took:.1f} s from {signum.name} to exit"
     assert_stopped_cleanly(study_dir, "interrupted (SIGTERM)")
     status = run_cli("status", "signals", cwd=study_dir, timeout=120)
     assert status.returncode == 0 and "0 running on 0 live worker(s)" in status.stdout, status.stdout
