@@ -25,7 +25,7 @@ from PIL import Image
 
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui")]  # one server for both tests, side by side or not
 
 CHROMIUM = shutil.which("chromium")
 TINY = """
