@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--mlflow-workers", type=int, default=4, help="`mlflow server --workers`")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as harness.tracking does
     for kind in args.store:
         for n in args.workers:
             with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:

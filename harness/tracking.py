@@ -40,6 +40,8 @@ def connect(uri: str | None) -> Any:
     uri = uri or default_uri()
     probe(uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # per-file bars drown the report
+    # MLflow's telemetry thread posts to the internet and edits os.environ while others read it (a KeyError, 8 workers)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
 
     for name in ("alembic", "mlflow"):  # schema-migration chatter on a new store is not news to a user

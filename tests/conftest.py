@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as harness.tracking does; tests use MLflow directly too
 SHARED_DATA = REPO.parent / "shared" / "data" / "dacon2020"
 
 
