@@ -110,7 +110,6 @@ class Attached:
                 raise
         return result
 
-
     def _finish(self, run_id: str, result: Any) -> None:
         """Log the result; a full disk (or quota, or read-only store) under the artifacts is one line and the run
         KILLED, never FINISHED with half its files."""
