@@ -48,13 +48,13 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 
 
 @contextmanager
-def writes_to(what: str, folder: Path | None = None) -> Iterator[None]:
+def writes_to(what: str) -> Iterator[None]:
     """Writes a library makes (MLflow's artifact store) that fail for lack of room or rights become one line
     naming `what`."""
     try:
         yield
     except OSError as err:
-        _raise_write_error(err, what, folder)
+        _raise_write_error(err, what, None)
 
 
 def _raise_write_error(err: OSError, what: str, folder: Path | None) -> None:
