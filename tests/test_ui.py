@@ -176,7 +176,7 @@ def _browse(url: str, png: Path, profile: Path) -> str:
         f"--user-data-dir={profile}", "--window-size=1600,1000", "--virtual-time-budget=15000",
         "--dump-dom", f"--screenshot={png}", url,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)  # 2 loaded cores: slow, not hung
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -84,7 +84,8 @@ def test_two_workers_ride_out_restarts_of_postgresql_and_the_mlflow_server(tmp_p
         for server, after in ((postgres, 1), (mlflow_server, 2)):
             services.wait_until(lambda n=after: count_complete(storage) >= n or study.poll() is not None,
                                 "runs to finish", 300)
-            assert study.poll() is None, "the study ended before the restart"
+            if study.poll() is not None:
+                pytest.fail(f"the study ended (exit {study.returncode}) before the restart: {study.stderr.read()[-3000:]}")
             done_at_restart.append(count_complete(storage))
             services.restart(server)
         out, err = study.communicate(timeout=600)
@@ -98,6 +99,36 @@ def test_two_workers_ride_out_restarts_of_postgresql_and_the_mlflow_server(tmp_p
                      timeout=300)
     assert joined.returncode == 0, joined.stderr[-3000:]
     assert "6 done, 0 running on 0 live worker(s), 0 waiting" in joined.stdout
+
+
+def test_a_query_the_database_cuts_mid_flight_is_retried_on_a_new_connection(postgres):
+    """The window a server restart leaves: a query is running when its session is terminated. A lock holds a
+    storage call inside its query while the test terminates that session; the call must still answer."""
+    import threading
+
+    import psycopg
+
+    storage = run_storage.open_storage(f"{postgres}/optuna")
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "cut-mid-query")
+    with psycopg.connect(f"{postgres}/optuna") as locker, psycopg.connect(f"{postgres}/optuna", autocommit=True) as admin:
+        locker.execute("LOCK TABLE trials IN ACCESS EXCLUSIVE MODE")
+        answers: list[object] = []
+        call = threading.Thread(target=lambda: answers.append(_answer_or_error(storage.get_all_trials, study_id)))
+        call.start()
+        blocked = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = 'optuna'"
+        services.wait_until(lambda: admin.execute(blocked).fetchall(), "the storage call to wait on the lock", 30)
+        for (pid,) in admin.execute(blocked).fetchall():
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        locker.rollback()  # the lock goes; a retried call now runs through
+        call.join(timeout=60)
+    assert answers == [[]], answers
+
+
+def _answer_or_error(method, *args):
+    try:
+        return method(*args)
+    except Exception as err:  # noqa: BLE001 -- the test reports what the call raised
+        return repr(err)
 
 
 def test_worker_on_unreachable_storage_is_one_line(tmp_path):
