@@ -85,7 +85,8 @@ def test_two_workers_ride_out_restarts_of_postgresql_and_the_mlflow_server(tmp_p
             services.wait_until(lambda n=after: count_complete(storage) >= n or study.poll() is not None,
                                 "runs to finish", 300)
             if study.poll() is not None:
-                pytest.fail(f"the study ended (exit {study.returncode}) before the restart: {study.stderr.read()[-3000:]}")
+                ended = f"the study ended (exit {study.returncode}) before the restart"
+                pytest.fail(f"{ended}: {study.stderr.read()[-3000:]}")
             done_at_restart.append(count_complete(storage))
             services.restart(server)
         out, err = study.communicate(timeout=600)
@@ -110,7 +111,8 @@ def test_a_query_the_database_cuts_mid_flight_is_retried_on_a_new_connection(pos
 
     storage = run_storage.open_storage(f"{postgres}/optuna")
     study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "cut-mid-query")
-    with psycopg.connect(f"{postgres}/optuna") as locker, psycopg.connect(f"{postgres}/optuna", autocommit=True) as admin:
+    url = f"{postgres}/optuna"
+    with psycopg.connect(url) as locker, psycopg.connect(url, autocommit=True) as admin:
         locker.execute("LOCK TABLE trials IN ACCESS EXCLUSIVE MODE")
         answers: list[object] = []
         call = threading.Thread(target=lambda: answers.append(_answer_or_error(storage.get_all_trials, study_id)))
