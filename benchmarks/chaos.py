@@ -86,8 +86,10 @@ def processes_in(folder: Path) -> dict[int, tuple[int, str]]:
 
 
 def workers_of(parent: int, folder: Path) -> list[int]:
-    return [pid for pid, (ppid, command) in processes_in(folder).items()
-            if ppid == parent and "spawn_main" in command]
+    """Training processes of the command `parent`: children of its fork server."""
+    live = processes_in(folder)
+    servers = {pid for pid, (ppid, command) in live.items() if ppid == parent and "forkserver" in command}
+    return [pid for pid, (ppid, _) in live.items() if ppid in servers]
 
 
 def settle(folder: Path, seconds: float = 90) -> int:

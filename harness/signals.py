@@ -5,15 +5,17 @@ The parent (every command) turns each of them into `Interrupted`, a KeyboardInte
 and sets `STOPPING`, which the supervisor checks on every poll (an exception raised inside a library callback
 can be swallowed; the flag cannot). It then asks its workers to stop and exits 128 + the signal's number.
 
-A worker asks the kernel for SIGTERM when its parent dies (Linux `PR_SET_PDEATHSIG`), so a SIGKILLed parent
-leaves no worker behind; any stop signal makes it finish the current epoch, mark its run KILLED, give the trial
-back to the queue and exit; SIGALRM ends it if that takes longer than `STOP_TIMEOUT_S`. A watcher thread
-checks the parent twice a second as well, and SIGKILLs the worker if it still lives after that.
+A worker watches the command that owns it (a pidfd, readable once that process ends, SIGKILL included) and
+sends itself SIGTERM when it ends; it also asks the kernel for SIGTERM when its own parent dies (Linux
+`PR_SET_PDEATHSIG`: the fork server that started it). Any stop signal makes it finish the current epoch, mark
+its run KILLED, give the trial back to the queue and exit; SIGALRM ends it if that takes longer than
+`STOP_TIMEOUT_S`, and the watcher SIGKILLs it if it still lives after that.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 import threading
@@ -62,7 +64,10 @@ def _parent_handler(signum: int, _frame: Any) -> None:
 
 
 def install_worker(stop_requested: threading.Event, parent_pid: int) -> None:
-    """Stop signals set `stop_requested` (checked at each epoch's end); a second Ctrl-C raises at once."""
+    """Stop signals set `stop_requested` (checked at each epoch's end); a second Ctrl-C raises at once.
+
+    `parent_pid` is the command that owns this worker. It is not the worker's own parent when a fork server
+    started it, and the server lives on while any worker does, so the worker watches the command itself."""
 
     def handler(signum: int, _frame: Any) -> None:
         if signum == signal.SIGINT and signal.SIGINT in _RECEIVED:  # Ctrl-C twice; the parent's SIGTERM is not
@@ -74,20 +79,41 @@ def install_worker(stop_requested: threading.Event, parent_pid: int) -> None:
     for signum in STOP_SIGNALS:
         signal.signal(signum, handler)
     _die_with_parent()
-    if os.getppid() != parent_pid:  # the parent died before the kernel was asked to tell us
-        handler(signal.SIGTERM, None)
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
 
 
-def _watch_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+def _watch_parent(parent_pid: int) -> None:
     """The backstop that needs neither the kernel's death signal nor the main thread: once the parent is gone,
     signal SIGTERM (the clean stop) and SIGKILL this process if it still lives `STOP_TIMEOUT_S` later. The
     Python handler that arms SIGALRM runs only when the main thread returns to the interpreter."""
-    while os.getppid() == parent_pid:
-        time.sleep(poll_s)
+    _wait_for_exit(parent_pid)
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(STOP_TIMEOUT_S + 5)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _wait_for_exit(pid: int, poll_s: float = 0.5) -> None:
+    """Return once `pid` has ended: its pidfd turns readable then (Linux 5.3+); elsewhere poll it."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:  # gone already
+        return
+    except (AttributeError, OSError):  # no pidfd here
+        while _alive(pid):
+            time.sleep(poll_s)
+        return
+    select.select([pidfd], [], [])
+    os.close(pidfd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def _die_with_parent() -> None:

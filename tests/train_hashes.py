@@ -1,4 +1,5 @@
-"""Train runs of a study in one fresh process, in a given order, and print their weights hashes as JSON.
+"""Train runs of a study in one fresh process, in a given order; print their weights hashes and whether each
+reused a compiled model, as JSON.
 
 Used by test_determinism.py: `python tests/train_hashes.py SPEC INDEX [INDEX ...]`.
 """
@@ -20,14 +21,15 @@ def main(spec_path: str, indices: list[int], cache_dir: Path) -> None:
     determinism.configure_process(runs[0].config.determinism, runs[0].config.backend)
 
     images_for = partial(study.data.images_for, cache_dir=cache_dir)
-    hashes = []
+    hashes, sources = [], []
     for run in runs:
         result = train_run(run, study.data.ids, study.data.digits, images_for, side=study.data.side,
                            n_classes=study.data.n_classes)
         if result.status != "FINISHED":
             raise SystemExit(f"run {run.name} failed: {result.failure_reason}")
         hashes.append(result.weights_hash)
-    print(json.dumps(hashes))
+        sources.append(result.determinism["model"])
+    print(json.dumps({"hashes": hashes, "model": sources}))
 
 
 if __name__ == "__main__":

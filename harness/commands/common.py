@@ -59,5 +59,8 @@ def open_training(spec: StudySpec, args: Any) -> tuple[Any, Any, Any, int]:
     tracking.probe(args.tracking_uri or spec.tracking.uri)  # an unreachable server answers before data loads
     study = prepared.prepare(spec)
     prepared.apply_device(spec)
+    from harness.execution import workers
+
+    workers.start_process_server(sorted({run.config.backend for run in study.runs}))
     client = tracking.connect(args.tracking_uri or spec.tracking.uri)
     return study, client, run_queue.open_storage(args.storage), count

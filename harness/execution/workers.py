@@ -8,6 +8,7 @@ epoch, mark their run KILLED and give their trial back; a worker never outlives 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -128,6 +129,52 @@ EXIT_REPORTED = 2  # the worker printed its one-line error; a replacement would 
 EXIT_LEASE_LOST = 3
 
 
+PROCESS_START = "forkserver"
+
+
+def start_process_server(backends: list[str]) -> None:
+    """Start the process that forks training processes, importing the study's backends in it once, now.
+
+    Importing TensorFlow takes 9-13 s of CPU. Through a fork server it is paid once per command, while the parent
+    prepares (MLflow store, run storage, cache), instead of once per training process (each worker, each
+    replacement, each process group). Nothing but imports runs in the server: no backend context, thread
+    setting or determinism switch exists until a training process sets its own, so a forked process trains
+    exactly as a spawned one (tests/training/test_determinism.py compares their weights). Call it once every
+    environment variable the workers need is set (`prepared.apply_device`): forked processes inherit the
+    server's environment, not the parent's later one.
+
+    Only a study on one backend gets it preloaded: importing TensorFlow imports Keras, which then keeps the
+    TensorFlow backend, so a jax or torch process forked from that server could not choose its own."""
+    import atexit
+    from multiprocessing import forkserver
+
+    context = mp.get_context(PROCESS_START)
+    preload = sorted(set(backends)) if len(set(backends)) == 1 else []
+    if preload:  # the Keras the server imports must take the study's backend, whatever this shell exported
+        os.environ["KERAS_BACKEND"] = preload[0]
+    context.set_forkserver_preload(preload)
+    # a Ctrl-C reaches the whole process group: the server must not die mid-import with a traceback (it ignores
+    # SIGINT only once its import is done); workers install their own handlers when they start
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    atexit.register(_stop_process_server)
+
+
+def _stop_process_server() -> None:
+    """At exit, end a server that is still importing (nothing left to train, or an early error) instead of
+    leaving it to finish a 10-s import that holds the command's output pipes open. The standard library exposes
+    no handle for this; the server's pid is a private attribute, so absence is tolerated."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def worker_entry(parent_pid: int, target: Callable[..., None], *args: Any) -> None:
     """A training process's top: a stop signal waits for the epoch's end, the parent's death is one; bad input
     exits 2 with one line, no traceback; a stop exits 128 + the signal's number."""
@@ -158,7 +205,7 @@ def supervise(target: Callable[..., None], args_of: Callable[[int], tuple], coun
     gives it to another worker. A worker stopped by a signal is not replaced. If workers died and work is still
     left when none is running, that is an error; if they were stopped, an interrupt.
     """
-    context = mp.get_context("spawn")
+    context = mp.get_context(PROCESS_START)
 
     def start(index: int) -> Any:
         process = context.Process(target=worker_entry, args=(os.getpid(), target, *args_of(index)), daemon=True)

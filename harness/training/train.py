@@ -20,7 +20,7 @@ import pandas as pd
 from harness.files import fault_point, kill_point
 from harness.study.design import PlannedRun, Stage
 from harness.study.spec import EvaluationConfig
-from harness.training import determinism
+from harness.training import determinism, reuse
 from harness.training.model import N_CLASSES
 
 # Preprocessed images for a stage's pipeline, all rows of the data set, float32 N×H×W in [0, 1].
@@ -101,21 +101,25 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
     first = images_for(run.stages[0])
     shape = (*first.shape[1:3], first.shape[3] if first.ndim == 4 else 1)
     if run.config.model.builder:
-        model = build_user_model(run.config.model, shape, n_classes, run.seeds)
+        fresh = build_user_model(run.config.model, shape, n_classes, run.seeds)
     else:
-        model = build_cnn(shape[0], run.config.model, run.config.augmentation, run.seeds, shape[2], n_classes)
+        fresh = build_cnn(shape[0], run.config.model, run.config.augmentation, run.seeds, shape[2], n_classes)
+    loss_function = _loss(run, n_classes)
+    steps = total_steps(run, len(train_idx))
+    # `xla` is TensorFlow's switch; jax always compiles with XLA and torch.compile is not used
+    jit = run.config.determinism.xla if run.config.backend == "tensorflow" else run.config.backend == "jax"
+
+    def compile_model(model: Any) -> None:
+        model.compile(optimizer=_optimizer(run, steps), loss=loss_function, metrics=["accuracy"], jit_compile=jit)
+
+    key = reuse.architecture_key(model=run.config.model, augmentation=run.config.augmentation, shape=shape,
+                                 training=run.config.training, steps=steps, classes=n_classes, jit=jit,
+                                 side=sorted(side), backend=run.config.backend)
+    model, model_source = reuse.compiled_model(fresh, key, compile_model, keep=not keep_model)
 
     def inputs(images: np.ndarray, rows: np.ndarray | None = None) -> Any:
         return model_inputs(model, images, side) if rows is None else _take(inputs(images), rows)
 
-    loss_function = _loss(run, n_classes)
-    model.compile(
-        optimizer=_optimizer(run, total_steps(run, len(train_idx))),
-        loss=loss_function,
-        metrics=["accuracy"],
-        # `xla` is TensorFlow's switch; jax always compiles with XLA and torch.compile is not used
-        jit_compile=run.config.determinism.xla if run.config.backend == "tensorflow" else run.config.backend == "jax",
-    )
     history: list[dict[str, Any]] = []
     for stage_index, stage in enumerate(run.stages):
         images = inputs(images_for(stage))
@@ -141,7 +145,7 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
         wall_time_s=time.perf_counter() - started,
         history=history,
         predictions=predictions,
-        determinism=determinism.read_back(run.config.determinism.xla),
+        determinism={**determinism.read_back(run.config.determinism.xla), "model": model_source},
         model=model if keep_model else None,
     )
 
