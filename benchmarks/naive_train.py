@@ -19,11 +19,14 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 
-def preprocess(image: np.ndarray) -> np.ndarray:
-    """stretch (min/max onto 0..255) → binarize (> 135) → erode (2×2, once), one 28×28 uint8 image."""
+def preprocess(image: np.ndarray, binarize: bool = True) -> np.ndarray:
+    """stretch (min/max onto 0..255) → binarize (> 135) → erode (2×2, once), one 28×28 uint8 image; with
+    `binarize=False` the stretch alone."""
     low, high = float(image.min()), float(image.max())
     if high > low:
         image = np.clip(np.rint((image.astype(np.float64) - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
+    if not binarize:
+        return image.astype(np.float32) / 255.0
     _, image = cv2.threshold(image, 135, 255, cv2.THRESH_BINARY)
     image = cv2.erode(image, np.ones((2, 2), np.uint8), iterations=1)
     return image.astype(np.float32) / 255.0
@@ -34,6 +37,8 @@ def main() -> None:
     parser.add_argument("--csv", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--stretched-epochs", type=int, default=0,
+                        help="first train this many epochs on stretched images (the notebook's first stage)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--experiment", default="naive")
@@ -42,8 +47,10 @@ def main() -> None:
     frame = pd.read_csv(args.csv)
     pixels = frame[[str(i) for i in range(784)]].to_numpy(np.uint8).reshape(-1, 28, 28)
     images = np.stack([preprocess(image) for image in pixels])[..., None]
+    stretched = np.stack([preprocess(image, binarize=False) for image in pixels])[..., None]
     digits = frame["digit"].to_numpy()
-    x_train, x_val, y_train, y_val = train_test_split(images, digits, test_size=0.2, stratify=digits, random_state=0)
+    x_train, x_val, y_train, y_val, s_train, s_val = train_test_split(images, digits, stretched, test_size=0.2,
+                                                                      stratify=digits, random_state=0)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
@@ -63,17 +70,17 @@ def main() -> None:
     mlflow.set_experiment(args.experiment)
     with mlflow.start_run(run_name=f"seed={args.seed}"):
         mlflow.log_params({"seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "csv": args.csv})
-        history = model.fit(
-            x_train,
-            y_train,
-            batch_size=args.batch_size,
-            epochs=args.epochs,
-            validation_data=(x_val, y_val),
-            verbose=0,
-        )
-        for epoch in range(args.epochs):
-            for key, values in history.history.items():
-                mlflow.log_metric(f"epoch_{key}", float(values[epoch]), step=epoch + 1)
+        stages = [(s_train, s_val, args.stretched_epochs), (x_train, x_val, args.epochs)]
+        done = 0
+        for train_x, val_x, epochs in stages:
+            if not epochs:
+                continue
+            history = model.fit(train_x, y_train, batch_size=args.batch_size, epochs=epochs,
+                                validation_data=(val_x, y_val), verbose=0)
+            for epoch in range(epochs):
+                for key, values in history.history.items():
+                    mlflow.log_metric(f"epoch_{key}", float(values[epoch]), step=done + epoch + 1)
+            done += epochs
         predicted = model.predict(x_val, batch_size=512, verbose=0).argmax(axis=1)
         mlflow.log_metric("accuracy", float((predicted == y_val).mean()))
 

@@ -71,9 +71,16 @@ def fake_result(run: Any, epochs: int, n_predictions: int, seconds: float, rng: 
                      wall_time_s=seconds, history=history, predictions=predictions)
 
 
+MAX_FAILED_TRAININGS = 3  # a real worker that dies is replaced 3 times per worker slot (runner.MAX_REPLACEMENTS_...)
+
+
 def worker_loop(storage_url: str, tracking_uri: str, train_s: float, epochs: int, n_predictions: int,
                 out: Any) -> None:
-    """One simulated worker: claim, 'train' (sleep), log, tell, until the queue is empty."""
+    """One simulated worker: claim, 'train' (sleep), log, tell, until no trial of its group waits or runs.
+
+    A training whose logging fails is retried as a real worker's would be (that worker dies, is replaced, and
+    its trial is retried once its heartbeat is stale; here the retry is immediate), and a retried trial whose
+    run MLflow already holds as FINISHED is not logged again (`GroupWorker.logged_before`)."""
     from harness import tracking
     from harness.execution import run_queue
     from harness.study.design import plan_runs, process_key
@@ -88,27 +95,47 @@ def worker_loop(storage_url: str, tracking_uri: str, train_s: float, epochs: int
         claimer = run_queue.Claimer(queue, list(process_key(next(iter(runs.values())))))
         group = tuple(claimer.process_key)
         rng = np.random.default_rng(os.getpid())
-        while True:
+        while len(report["errors"]) < MAX_FAILED_TRAININGS:
             started = time.perf_counter()
             trial = claimer.claim()
             report["latencies"].append(time.perf_counter() - started)
             if trial is None:
-                if not run_queue.group_counts(queue).get(group, {}).get("WAITING"):
+                if group not in run_queue.group_counts(queue):
                     break
+                time.sleep(run_queue.HEARTBEAT_S)  # others still train: a failed one's trial may come back
+                run_queue.fail_stale(queue)
                 continue
-            run = runs[trial.user_attrs[run_queue.RUN_KEY]]
-            with run_queue.heartbeat(trial):
-                run_id = tracking.start_child(client, attrs["experiment_id"], attrs["parent_run_id"], run,
-                                              ENVIRONMENT, trial.number)
-                time.sleep(train_s)
-                result = fake_result(run, epochs, n_predictions, train_s, rng)
-                tracking.finish_child(client, run_id, result)
-            queue.tell(trial, result.accuracy)
+            try:
+                accuracy = train_one(queue, client, attrs, runs[trial.user_attrs[run_queue.RUN_KEY]], trial,
+                                     (train_s, epochs, n_predictions, rng))
+            except Exception as err:  # the error a user would see in this worker's traceback
+                report["errors"].append(f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
+                run_queue.retry(queue, trial)
+                continue
+            queue.tell(trial, accuracy)
             report["trials"].append(trial.number)
     except Exception as err:  # the figure a user needs: what a worker sees when the store gives up
         report["errors"].append(f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
     report["calls"] = client.calls if "client" in locals() else 0
     out.put(report)
+
+
+def train_one(queue: Any, client: Any, attrs: dict, run: Any, trial: Any, training: tuple) -> float:
+    """One simulated training under a heartbeat, logged as a real one is; its accuracy."""
+    from harness import tracking
+    from harness.execution import run_queue
+
+    if run_queue.is_retry(trial) and (done := tracking.finished_accuracy(client, attrs["experiment_id"],
+                                                                          run.run_key)) is not None:
+        return done
+    train_s, epochs, n_predictions, rng = training
+    with run_queue.heartbeat(trial):
+        run_id = tracking.start_child(client, attrs["experiment_id"], attrs["parent_run_id"], run, ENVIRONMENT,
+                                      trial.number)
+        time.sleep(train_s)
+        result = fake_result(run, epochs, n_predictions, train_s, rng)
+        tracking.finish_child(client, run_id, result)
+    return result.accuracy
 
 
 def simulate(storage_url: str, tracking_uri: str, n_workers: int, trainings: int, train_s: float = 0.5,
@@ -152,6 +179,7 @@ def simulate(storage_url: str, tracking_uri: str, n_workers: int, trainings: int
             "duplicated": len(claimed) - len(set(claimed)) + len(keys) - len(set(keys)),
             "lost": len(runs) - len({t.user_attrs[run_queue.RUN_KEY] for t in complete}),
             "mlflow_calls_per_training": calls / max(1, len(claimed)), "mlflow_calls_per_s": calls / span,
+            "failed_attempts": sum(len(r["errors"]) for r in reports),
             "first_error": next((e for r in reports for e in r["errors"]), "")}
 
 
@@ -183,7 +211,8 @@ def main() -> None:
                   f"{r['claims_per_s']:.1f} claims/s; claim latency median {r['claim_ms_median']:.1f} ms, "
                   f"p99 {r['claim_ms_p99']:.1f} ms; duplicated {r['duplicated']}, lost {r['lost']}; "
                   f"MLflow {r['mlflow_calls_per_training']:.1f} calls/training, {r['mlflow_calls_per_s']:.1f} calls/s"
-                  + (f"; first error: {r['first_error']}" if r["first_error"] else ""), flush=True)
+                  + (f"; {r['failed_attempts']} failed attempts (retried), first: {r['first_error']}"
+                     if r["first_error"] else ""), flush=True)
 
 
 if __name__ == "__main__":

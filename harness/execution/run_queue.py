@@ -188,6 +188,14 @@ def retries_left(trial: Any) -> bool:
     return len(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)) < MAX_RETRY
 
 
+def is_retry(trial: Any) -> bool:
+    """Whether this trial retries an earlier attempt (a dead worker's, an out-of-memory one)."""
+    import optuna
+
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen) is not None
+
+
 def retry(queue: Any, trial: Any) -> None:
     """FAIL this attempt and enqueue a retry, exactly as a dead worker's trial is (Optuna's stale-trial callback,
     which keeps the retry history that `retries_left` counts)."""

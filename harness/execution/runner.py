@@ -165,9 +165,6 @@ class GroupWorker:
     def logged_before(self, trial: Any, run: PlannedRun) -> float | None:
         """A retry of a trial whose worker died after MLflow recorded the run FINISHED but before the queue was
         told: the logged accuracy, so the run is not trained (and logged) twice. Only retries are looked up."""
-        import optuna
-
-        frozen = self.attached.queue._storage.get_trial(trial._trial_id)
-        if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen) is None:
+        if not run_queue.is_retry(trial):
             return None
         return tracking.finished_accuracy(self.attached.client, self.attached.experiment_id, run.run_key)

@@ -106,7 +106,7 @@ def test_readme_digits_example_gives_identical_weights_in_fresh_processes(tmp_pa
                               capture_output=True, text=True, timeout=300, cwd=tmp_path,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)})
         assert done.returncode == 0, done.stderr[-2000:]
-        hashes.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        hashes.append(json.loads(done.stdout.strip().splitlines()[-1])["hashes"])
     assert hashes[0] == hashes[1] and hashes[0][0] != hashes[0][1]
 
 
