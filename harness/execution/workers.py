@@ -150,10 +150,11 @@ def start_process_server(backends: list[str]) -> None:
     from multiprocessing import forkserver
 
     context = mp.get_context(PROCESS_START)
-    preload = sorted(set(backends)) if len(set(backends)) == 1 else []
-    if preload:  # the Keras the server imports must take the study's backend, whatever this shell exported
-        os.environ["KERAS_BACKEND"] = preload[0]
-    context.set_forkserver_preload(preload)
+    if len(set(backends)) == 1:  # the Keras the server imports must take the study's backend
+        os.environ["KERAS_BACKEND"] = backends[0]
+        context.set_forkserver_preload(["harness.training.preload"])
+    else:
+        context.set_forkserver_preload([])
     # a Ctrl-C reaches the whole process group: the server must not die mid-import with a traceback (it ignores
     # SIGINT only once its import is done); workers install their own handlers when they start
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
