@@ -1,32 +1,33 @@
 """`harness predict`: a study's chosen configuration → a contest submission (`id,digit`), optionally a seed ensemble.
 
-The configuration is the tune study's seed-robust best (a tag on its parent run) or, for a `run` study, its base
-config. The K member models are logged to MLflow with their signature; a second call with the same config, data
-and K loads them instead of training again.
+The configuration is the tune study's seed-robust best (a tag on its parent run), a `run` study's base config, or,
+for a study the store has never seen, the base config of its spec (given, or `studies/NAME.yaml`). The members
+train on every labelled row: the validation split or fold exists to measure, not to predict. The ensemble is
+logged as one MLflow model (mean softmax) and registered under the study's name; a second call with the same
+config, data and K loads it instead of training again.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from harness import tracking
 from harness.commands.common import positive, study_argument
 from harness.errors import HarnessError
-from harness.execution.prepared import CACHE_DIR
 from harness.files import write_atomic
 from harness.study.design import effective_seeds, make_run, resolve_stages, stable_hash
-from harness.study.spec import SEED_SOURCES, RunConfig, StudySpec, parse_spec
-from harness.training import preprocess
+from harness.study.spec import SEED_SOURCES, EvaluationConfig, RunConfig, StudySpec, load_spec, parse_spec
 
+STUDIES_DIR = Path("studies")  # where a study the store has never seen is looked up by name
 ROLE_PREDICT = "predict"
 PREDICT_KEY = "harness.predict_key"
+MODEL_URI = "harness.model_uri"  # the registered version this predict run logged
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,11 @@ def predict(args: argparse.Namespace) -> int:
     name, spec = study_argument(args)
     client = tracking.connect(args.tracking_uri or (spec.tracking.uri if spec else None))
     result = predict_submission(client, name, spec, args.data, args.out, positive(args.ensemble, "--ensemble"))
-    trained = "loaded from MLflow" if result["reused_models"] else "trained"
+    trained = f"trained on all {result['trained_on']} labelled rows"
+    trained = "loaded from MLflow" if result["reused_models"] else trained
     print(f"{result['rows']} predictions from {result['members']} model(s) ({trained}; config: "
           f"{result['config_from']}) written to {result['out']}")
+    print(f"registered as MLflow model '{result['registered']}': mlflow models serve -m {result['model_uri']}")
     if result["accuracy"] is not None:
         print(f"accuracy on {args.data}: {100 * result['accuracy']:.2f}%")
     return 0
@@ -53,12 +56,10 @@ def chosen_config(client: Any, study: str, spec: StudySpec | None = None) -> Cho
     """The configuration `predict` uses for a study in the store (or, never run, its spec), and where it came from."""
     exp_id = tracking.experiment_id(client, study, create=False)
     parent_id = None if exp_id is None else tracking.find_parent(client, exp_id)
-    if parent_id is None and spec is not None:
-        return Chosen(spec, spec.base, "the spec's base config (the study has not run)",
-                      tracking.experiment_id(client, study))
     if parent_id is None:
-        raise HarnessError(f"no study named '{study}' in {client.tracking_uri}; give its spec file instead, or run "
-                           "`harness run` / `harness tune` on it first")
+        spec = spec or _spec_by_name(study, client.tracking_uri)
+        return Chosen(spec, spec.base, f"the base config of {spec.source_path} (the study has not run)",
+                      tracking.experiment_id(client, study))
     parent = client.get_run(parent_id)
     spec_text = Path(client.download_artifacts(parent_id, "study.yaml")).read_text(encoding="utf-8")
     spec = parse_spec(spec_text, Path(parent.data.tags.get(tracking.SPEC_PATH, "study.yaml")))
@@ -69,10 +70,19 @@ def chosen_config(client: Any, study: str, spec: StudySpec | None = None) -> Cho
     return Chosen(spec, spec.base, "the study's base config", exp_id)
 
 
+def _spec_by_name(study: str, tracking_uri: str) -> StudySpec:
+    path = STUDIES_DIR / f"{study}.yaml"
+    if not path.is_file():
+        raise HarnessError(f"no study named '{study}' in {tracking_uri} and no {path}; give its spec file instead, "
+                           "or run `harness run` / `harness tune` on it first")
+    return load_spec(path)
+
+
 def ensemble_members(chosen: Chosen, k: int, fingerprint: str, image_size: int = 28) -> list[Any]:
-    """K planned runs of one config that differ only in their init, order, augment and dropout seeds."""
-    fresh = [s for s in SEED_SOURCES if s != "split"]  # one split: members agree on what validation means
-    config = chosen.config.model_copy(update={"seeds": chosen.config.seeds.model_copy(update={"fresh": fresh})})
+    """K planned runs of one config on every labelled row, differing only in init, order, augment, dropout seeds."""
+    fresh = [s for s in SEED_SOURCES if s != "split"]  # no split to vary: every row trains
+    seeds = chosen.config.seeds.model_copy(update={"fresh": fresh})
+    config = chosen.config.model_copy(update={"seeds": seeds, "evaluation": EvaluationConfig(method="all")})
     stages = resolve_stages(config, image_size)
     return [make_run(chosen.spec.name, member, {}, config, effective_seeds(config, member), stages, fingerprint)
             for member in range(k)]
@@ -80,11 +90,11 @@ def ensemble_members(chosen: Chosen, k: int, fingerprint: str, image_size: int =
 
 def predict_submission(client: Any, study: str, spec: StudySpec | None, data_path: Path, out: Path,
                        k: int) -> dict[str, Any]:
-    """Train (or load) K members, average their softmax over the file's images, write `id,digit`."""
+    """Train (or load) the K-member ensemble, predict the file's images, write `id,digit`, register the model."""
     from harness.training import determinism
-    from harness.training.data import LETTERS, load_contest_csv
+    from harness.training.data import load_contest_csv
+    from harness.training.served import DigitEnsemble, submission
     from harness.training.sources import load_study_data
-    from harness.training.user_model import model_inputs
 
     chosen = chosen_config(client, study, spec)
     target = load_contest_csv(data_path)  # a bad file is refused before any training
@@ -92,28 +102,25 @@ def predict_submission(client: Any, study: str, spec: StudySpec | None, data_pat
     members = ensemble_members(chosen, k, train.fingerprint, train.images.shape[1])
     key = stable_hash({"members": [m.run_key for m in members], "data": train.fingerprint})
     determinism.configure_process(chosen.config.determinism, chosen.config.backend)
-    exp_id = chosen.experiment_id
-    models, reused = _stored_models(client, exp_id, key), True
-    if models is None:
-        models, reused = _train_members(members, train), False
-    steps = members[0].stages[-1].steps
-    images = preprocess.cached_pipeline(target.images, target.fingerprint, steps, CACHE_DIR)[0]
-    letters = np.searchsorted(np.array(LETTERS), target.letters).astype(np.int32)[:, None]
-    x = model_inputs(models[0], images, {"letter": letters})  # a user model may take the letter as a side input
-    probabilities = np.mean([_softmax(model.predict(x, batch_size=512, verbose=0)) for model in models], axis=0)
-    submission = pd.DataFrame({"id": target.ids, "digit": probabilities.argmax(axis=1)})
-    write_atomic(out, submission.to_csv(index=False))
-    result = {"study": study, "config_from": chosen.source, "members": k, "reused_models": reused,
-              "rows": len(submission), "out": str(out),
-              "accuracy": None if target.digits is None else float((submission["digit"] == target.digits).mean())}
-    if not reused:
-        _log(client, exp_id, key, models, x, probabilities, out, result)
-    return result
+    stored = _stored_model(client, chosen.experiment_id, key)
+    if stored is None:
+        model = DigitEnsemble(members[0].stages[-1].steps, k, _train_members(members, train))
+    else:
+        model, model_uri = stored
+    predicted = submission(target, model.probabilities(target))
+    write_atomic(out, predicted.to_csv(index=False))
+    result = {"study": study, "config_from": chosen.source, "members": k, "reused_models": stored is not None,
+              "rows": len(predicted), "out": str(out), "trained_on": len(train.digits), "registered": study,
+              "accuracy": None if target.digits is None else float((predicted["digit"] == target.digits).mean())}
+    if stored is None:
+        model_uri = _log(client, chosen.experiment_id, key, model, target, predicted, out, result)
+    return {**result, "model_uri": model_uri}
 
 
 def _train_members(members: list[Any], train: Any) -> list[Any]:
     from functools import partial
 
+    from harness.execution.prepared import CACHE_DIR
     from harness.training.train import train_run
 
     models = []
@@ -126,41 +133,63 @@ def _train_members(members: list[Any], train: Any) -> list[Any]:
     return models
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    from scipy.special import softmax
-
-    return softmax(logits.astype(np.float64), axis=1)
-
-
-def _stored_models(client: Any, exp_id: str, key: str) -> list[Any] | None:
-    """The members of an earlier identical predict call, if one finished logging them."""
-    import mlflow.keras
+def _stored_model(client: Any, exp_id: str, key: str) -> tuple[Any, str] | None:
+    """The ensemble an earlier identical predict call logged (and its URI), if that call finished."""
+    import mlflow.pyfunc
 
     found = client.search_runs([exp_id], f"tags.`{PREDICT_KEY}` = '{key}' and attributes.status = 'FINISHED'",
                                max_results=1)
     if not found:
         return None
-    uris = json.loads(found[0].data.tags["harness.model_uris"])
+    uri = found[0].data.tags[MODEL_URI]
     mlflow.set_tracking_uri(client.tracking_uri)
-    return [mlflow.keras.load_model(uri) for uri in uris]
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model(), uri
 
 
-def _log(client: Any, exp_id: str, key: str, models: list[Any], x: Any, probabilities: np.ndarray,
-         out: Path, result: dict[str, Any]) -> None:
-    """A predict run: members with signatures, the submission as an artifact; FINISHED only once all are logged."""
+def _log(client: Any, exp_id: str, key: str, model: Any, target: Any, predicted: Any, out: Path,
+         result: dict[str, Any]) -> str:
+    """A predict run: the ensemble as one registered pyfunc model, the submission as an artifact; FINISHED only
+    once everything is logged (a crash leaves a run the next call does not reuse)."""
     import mlflow
-    import mlflow.keras
+    import mlflow.pyfunc
     from mlflow.models import infer_signature
 
+    from harness.training.data import contest_frame
+    from harness.training.served import MEMBER
+
     mlflow.set_tracking_uri(client.tracking_uri)
-    head = {name: value[:2] for name, value in x.items()} if isinstance(x, dict) else x[:2].astype(np.float32)
-    signature = infer_signature(head, probabilities[:2].astype(np.float32))
+    rows = contest_frame(target).drop(columns="digit", errors="ignore").head(2)  # what a request sends
+    with warnings.catch_warnings():  # MLflow's hint that integer columns cannot hold NaN: pixels never are NaN
+        warnings.simplefilter("ignore", UserWarning)
+        signature = infer_signature(rows, predicted.head(2))
+    # the served class is importable harness code, pickled by reference: MLflow's pickle warning does not apply
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
     tags = {tracking.ROLE: ROLE_PREDICT, tracking.STUDY: result["study"], PREDICT_KEY: key}
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"predict · ensemble={len(models)}", tags=tags) as run:
-        uris = [mlflow.keras.log_model(model, name=f"member-{i}", signature=signature).model_uri
-                for i, model in enumerate(models)]
-        mlflow.log_params({"ensemble": len(models), "config_from": result["config_from"]})
+    name = f"predict · ensemble={len(model.members)}"
+    with mlflow.start_run(experiment_id=exp_id, run_name=name, tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
+        artifacts = {}
+        for index, member in enumerate(model.members):
+            artifacts[MEMBER.format(index)] = str(Path(tmp) / MEMBER.format(index))
+            member.save(artifacts[MEMBER.format(index)])
+        with warnings.catch_warnings():  # nor does the nudge to add an input example: the signature is given
+            warnings.simplefilter("ignore", UserWarning)
+            info = mlflow.pyfunc.log_model(name="model", python_model=model, artifacts=artifacts, signature=signature,
+                                           registered_model_name=result["study"],
+                                           pip_requirements=served_requirements())
+        mlflow.log_params({"ensemble": len(model.members), "config_from": result["config_from"],
+                           "trained_on_rows": result["trained_on"]})
         if result["accuracy"] is not None:
             mlflow.log_metric("accuracy", result["accuracy"])
         mlflow.log_artifact(str(out), "submission")
-        client.set_tag(run.info.run_id, "harness.model_uris", json.dumps(uris))
+        uri = f"models:/{result['study']}/{info.registered_model_version}"
+        client.set_tag(run.info.run_id, MODEL_URI, uri)
+    return uri
+
+
+def served_requirements() -> list[str]:
+    """What the served model imports, pinned to this environment (MLflow's own inference would load the model
+    in a subprocess to find out). The `harness` package itself must be importable where it is served."""
+    from importlib.metadata import version
+
+    names = ["mlflow", "keras", "numpy", "pandas", "scipy", "opencv-python-headless"]
+    return [f"{name}=={version(name)}" for name in names]

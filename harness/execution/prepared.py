@@ -78,7 +78,7 @@ def check_splits(runs: list[PlannedRun], digits: np.ndarray, spec: StudySpec) ->
         if len(val_idx) < MIN_VALIDATION:
             raise DataError(
                 f"{spec.source_path}: evaluation leaves {len(val_idx)} validation images; "
-                f"allowed: at least {MIN_VALIDATION} (more data or a larger val_fraction)"
+                f"allowed: at least {MIN_VALIDATION} (more data or a larger val_fraction; `all` is for predict)"
             )
 
 

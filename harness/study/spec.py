@@ -74,7 +74,10 @@ class DeterminismConfig(Strict):
 
 
 class EvaluationConfig(Strict):
-    method: Literal["holdout", "kfold"] = "holdout"
+    """How a run measures itself. `all` trains on every row and measures nothing: what `predict` fits (a study's
+    runs are refused with it, since they exist to measure)."""
+
+    method: Literal["holdout", "kfold", "all"] = "holdout"
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     k: int = Field(5, ge=2, le=50)
     fold: int = Field(0, ge=0)

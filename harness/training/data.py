@@ -127,20 +127,21 @@ def load_contest_csv(path: str | Path) -> Dataset:
         raise DataError(f"{path}: file not found")
     try:
         frame = pd.read_csv(path, low_memory=False)
-    except (
-        pd.errors.ParserError,
-        pd.errors.EmptyDataError,
-        UnicodeDecodeError,
-        EOFError,
-        OSError,
-        zlib.error,
-    ) as error:
+    except UNREADABLE_FILE as error:
         detail = " ".join(str(error).split())
         raise DataError(f"{path}: not a readable CSV ({detail})") from error
+    return contest_dataset(frame, path)
+
+
+def contest_dataset(frame: pd.DataFrame, source: str | Path) -> Dataset:
+    """Rows in the contest format (a file's, or a served model's request) as a Dataset; `source` names them in
+    errors."""
+    path = Path(source)
     columns = [str(name) for name in frame.columns]
     is_train = _check_columns(path, columns)
     if len(frame) == 0:
         raise DataError(f"{path}: no data rows after the header; expected at least one image")
+    frame = frame.set_axis(columns, axis=1)
 
     ids = _integers(path, frame[["id"]], 0, np.iinfo(np.int64).max, "id", None)[:, 0]
     duplicated = pd.Series(ids).duplicated(keep="first").to_numpy()
@@ -167,15 +168,19 @@ def load_contest_csv(path: str | Path) -> Dataset:
     )
 
 
+def contest_frame(dataset: Dataset) -> pd.DataFrame:
+    """The inverse of `contest_dataset`: id, [digit,] letter, 0..783."""
+    pixels = pd.DataFrame(dataset.images.reshape(len(dataset), -1).astype(np.int64), columns=list(PIXEL_COLUMNS))
+    head = {"id": dataset.ids, **({} if dataset.digits is None else {"digit": dataset.digits}),
+            "letter": dataset.letters.astype(object)}
+    return pd.concat([pd.DataFrame(head), pixels], axis=1)
+
+
 def write_contest_csv(dataset: Dataset, path: str | Path) -> Path:
     """Write the contest format (train if digits are present); gzip when the name ends in .gz. Atomic."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(dataset.images.reshape(len(dataset), -1), columns=list(PIXEL_COLUMNS))
-    frame.insert(0, "letter", dataset.letters)
-    if dataset.digits is not None:
-        frame.insert(0, "digit", dataset.digits)
-    frame.insert(0, "id", dataset.ids)
+    frame = contest_frame(dataset)
     compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else None
     with atomic_output(path) as stream:
         frame.to_csv(stream, index=False, compression=compression, lineterminator="\n")

@@ -52,10 +52,12 @@ PRUNED = "pruned"
 
 
 def split_indices(digits: np.ndarray, evaluation: EvaluationConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train/validation indices: a holdout or fold `fold` of a k-fold split."""
+    """Stratified train/validation indices: a holdout, fold `fold` of a k-fold split, or every row (no validation)."""
     from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
     rows = np.zeros(len(digits))
+    if evaluation.method == "all":
+        return np.arange(len(digits)), np.arange(0)
     if evaluation.method == "holdout":
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=evaluation.val_fraction, random_state=seed)
         return next(splitter.split(rows, digits))
@@ -131,6 +133,10 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
                              wall_time_s=time.perf_counter() - started)
         if failure:
             return RunResult(run, "FAILED", failure, history=history, wall_time_s=time.perf_counter() - started)
+    measured = {"weights_hash": weights_hash(model), "history": history, "model": model if keep_model else None,
+                "determinism": {**determinism.read_back(run.config.determinism.xla), "model": model_source}}
+    if len(val_idx) == 0:  # trained on every row (predict): nothing left to measure
+        return RunResult(run, "FINISHED", wall_time_s=time.perf_counter() - started, **measured)
     x_val = inputs(images_for(run.stages[-1]), val_idx)
     logits = model.predict(x_val, batch_size=512, verbose=0)
     predicted = logits.argmax(axis=1)
@@ -141,12 +147,9 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
         "FINISHED",
         accuracy=float((predicted == digits[val_idx]).mean()),
         loss=loss,
-        weights_hash=weights_hash(model),
         wall_time_s=time.perf_counter() - started,
-        history=history,
         predictions=predictions,
-        determinism={**determinism.read_back(run.config.determinism.xla), "model": model_source},
-        model=model if keep_model else None,
+        **measured,
     )
 
 
@@ -196,7 +199,7 @@ def _fit_stage(
         train,
         epochs=first_epoch + stage.epochs,
         initial_epoch=first_epoch,
-        validation_data=(_take(images, val_idx), labels[val_idx]),
+        validation_data=(_take(images, val_idx), labels[val_idx]) if len(val_idx) else None,
         validation_batch_size=512,
         shuffle=False,  # `shuffled_batches` shuffles, seeded by the data-order seed
         callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record)],

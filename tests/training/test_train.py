@@ -1,13 +1,15 @@
 """Training options that change how a run learns: the learning-rate schedule and label smoothing."""
 
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
 import pytest
 
+from harness.errors import DataError
 from harness.execution.prepared import prepare
-from harness.study.spec import parse_spec
-from harness.training.train import targets, total_steps, train_run
+from harness.study.spec import EvaluationConfig, parse_spec
+from harness.training.train import split_indices, targets, total_steps, train_run
 
 SPEC = """
 name: train-options
@@ -52,3 +54,22 @@ def test_label_smoothing_trains_on_one_hot_targets(tmp_path):
     floor = -(0.82 * np.log(0.82) + 9 * 0.02 * np.log(0.02))
     assert result.loss >= floor
     assert targets(np.array([3, 0]), run).tolist()[0] == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+
+
+def test_a_study_cannot_train_on_all_rows_it_would_measure_nothing(tmp_path):
+    """`evaluation: {method: all}` is what predict fits; a study's runs exist to measure, so it is refused."""
+    text = SPEC.format(schedule="constant", smoothing=0).replace("base:\n", "base:\n  evaluation: {method: all}\n")
+    with pytest.raises(DataError, match=r"leaves 0 validation images; .*`all` is for predict"):
+        prepare(parse_spec(text, tmp_path / "s.yaml"))
+
+
+def test_training_on_all_rows_uses_every_row_and_measures_nothing(tmp_path):
+    """What predict's members do: every row trains, no validation pass, no accuracy claimed."""
+    study = prepare(parse_spec(SPEC.format(schedule="constant", smoothing=0), tmp_path / "s.yaml"))
+    run = study.runs[0]
+    run = replace(run, config=run.config.model_copy(update={"evaluation": EvaluationConfig(method="all")}))
+    train_idx, val_idx = split_indices(study.data.digits, run.config.evaluation, 0)
+    assert train_idx.tolist() == list(range(200)) and len(val_idx) == 0
+    result = train_run(run, study.data.ids, study.data.digits, partial(study.data.images_for, cache_dir=tmp_path))
+    assert result.status == "FINISHED" and np.isnan(result.accuracy) and result.predictions is None
+    assert len(result.history) == 3 and "val_accuracy" not in result.history[-1] and result.weights_hash
