@@ -133,28 +133,32 @@ EXIT_LEASE_LOST = 3
 PROCESS_START = "forkserver"
 
 
+PRELOAD_BACKEND = "HARNESS_PRELOAD_BACKEND"  # the backend `preload` imports in the server; empty: none
+
+
 def start_process_server(backends: list[str]) -> None:
     """Start the process that forks training processes, importing the study's backends in it once, now.
 
-    Importing TensorFlow takes 9-13 s of CPU. Through a fork server it is paid once per command, while the parent
-    prepares (MLflow store, run storage, cache), instead of once per training process (each worker, each
-    replacement, each process group). Nothing but imports runs in the server: no backend context, thread
-    setting or determinism switch exists until a training process sets its own, so a forked process trains
-    exactly as a spawned one (tests/training/test_determinism.py compares their weights). Call it once every
-    environment variable the workers need is set (`prepared.apply_device`): forked processes inherit the
-    server's environment, not the parent's later one.
+    Importing TensorFlow takes 9-13 s of CPU, and MLflow, Optuna and scikit-learn 4.5 s more (`preload`). Through
+    a fork server that is paid once per command, while the parent prepares (data, splits, MLflow store, run
+    storage), instead of once per training process (each worker, each replacement, each process group). Nothing
+    but imports runs in the server: no backend context, thread setting or determinism switch exists until a
+    training process sets its own, so a forked process trains exactly as a spawned one
+    (tests/training/test_determinism.py compares their weights). Call it once every environment variable the
+    workers need is set (`prepared.apply_device`): forked processes inherit the server's environment, not the
+    parent's later one.
 
-    Only a study on one backend gets it preloaded: importing TensorFlow imports Keras, which then keeps the
-    TensorFlow backend, so a jax or torch process forked from that server could not choose its own."""
+    Only a study on one backend gets the backend preloaded: importing TensorFlow imports Keras, which then keeps
+    the TensorFlow backend, so a jax or torch process forked from that server could not choose its own."""
     import atexit
     from multiprocessing import forkserver
 
     context = mp.get_context(PROCESS_START)
     if len(set(backends)) == 1:  # the Keras the server imports must take the study's backend
-        os.environ["KERAS_BACKEND"] = backends[0]
-        context.set_forkserver_preload(["harness.training.preload"])
+        os.environ["KERAS_BACKEND"] = os.environ[PRELOAD_BACKEND] = backends[0]
     else:
-        context.set_forkserver_preload([])
+        os.environ[PRELOAD_BACKEND] = ""
+    context.set_forkserver_preload(["harness.execution.preload"])
     # a Ctrl-C reaches the whole process group: the server must not die mid-import with a traceback (it ignores
     # SIGINT only once its import is done); workers install their own handlers when they start
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -112,17 +112,28 @@ def short_factor_names(keys: list[str]) -> dict[str, str]:
 CANDIDATE = "candidate"  # the factor a `listed` design varies: the name of each configuration
 
 
-def plan_runs(spec: StudySpec, data_fingerprint: str, image_size: int = 28) -> list[PlannedRun]:
-    """Every run the study asks for, in a stable order (`image_size`: the data's side length in px)."""
-    runs = []
+def _design_configs(spec: StudySpec) -> list[tuple[dict[str, str], RunConfig]]:
+    """Each design point's labels and its config, before stages resolve against the data."""
+    points = []
     for factor_values in _design_points(spec):
         if spec.design == "listed":
             name = factor_values[CANDIDATE]
-            config = apply_overrides(spec.base, spec.points[name], f"points.{name}")
-            labels = {CANDIDATE: name}
+            points.append(({CANDIDATE: name}, apply_overrides(spec.base, spec.points[name], f"points.{name}")))
         else:
-            config = apply_overrides(spec.base, factor_values)
             labels = {key: level_label(value) for key, value in factor_values.items()}
+            points.append((labels, apply_overrides(spec.base, factor_values)))
+    return points
+
+
+def study_backends(spec: StudySpec) -> list[str]:
+    """The Keras backends the study's runs use, known before its data loads: the fork server imports them early."""
+    return sorted({config.backend for _, config in _design_configs(spec)})
+
+
+def plan_runs(spec: StudySpec, data_fingerprint: str, image_size: int = 28) -> list[PlannedRun]:
+    """Every run the study asks for, in a stable order (`image_size`: the data's side length in px)."""
+    runs = []
+    for labels, config in _design_configs(spec):
         stages = resolve_stages(config, image_size)
         for replicate in range(spec.repeats):
             seeds = effective_seeds(config, replicate)
