@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.files import absolute_sqlite_url, writes_to
+from harness.files import absolute_sqlite_url, sqlite_from_template, writes_to
 
 STORE_DIR = Path("mlruns")
 ROLE = "harness.role"
@@ -42,12 +42,14 @@ def connect(uri: str | None) -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # per-file bars drown the report
     # MLflow's telemetry thread posts to the internet and edits os.environ while others read it (a KeyError, 8 workers)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
     from mlflow import MlflowClient
 
     for name in ("alembic", "mlflow"):  # schema-migration chatter on a new store is not news to a user
         logging.getLogger(name).setLevel(logging.WARNING)
 
     uri = absolute_sqlite_url(uri, "tracking store")  # MLflow needs absolute paths to place the artifact store
+    sqlite_from_template(uri, f"mlflow-{mlflow.__version__}", _empty_store)
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
@@ -55,6 +57,20 @@ def connect(uri: str | None) -> Any:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HarnessError(f"tracking store '{uri}' is unreachable: {first[:200]}") from None
     return client
+
+
+def _empty_store(url: str) -> None:
+    """MLflow's tables without its Default experiment, whose artifact folder would be the template's: MLflow
+    creates that experiment, with its folder in the right place, when it opens a store without experiments."""
+    import sqlite3
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(url, str(Path(url.removeprefix("sqlite:///")).parent / "artifacts")).engine.dispose()
+    db = sqlite3.connect(url.removeprefix("sqlite:///"))
+    db.execute("DELETE FROM experiments")
+    db.commit()
+    db.close()
 
 
 DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}  # SQLAlchemy dialects MLflow stores run on
@@ -164,7 +180,7 @@ def start_child(client: Any, exp_id: str, parent_id: str, run: Any, environment:
         **{f"harness.role.{key}": role for key, role in getattr(run, "roles", {}).items()},
     }
     run_id = client.create_run(exp_id, run_name=run.name, tags=tags).info.run_id
-    params = [Param(key, _param_text(value)) for key, value in flatten(run.resolved()).items()]
+    params = [Param(key, _param_text(value)) for key, value in run.params().items()]
     # factor levels as labels (on/off, a→b) beside the tags: the UI's compare view plots params, not tags;
     # no config key starts with `factor.`, so they never collide with the config params
     params += [Param(f"factor.{key}", value) for key, value in run.factors.items()]
@@ -179,7 +195,8 @@ def finish_child(client: Any, run_id: str, result: Any) -> None:
     from harness.files import kill_point
 
     now = int(time.time() * 1000)
-    metrics = [Metric(key, value, now, 0) for key, value in _final_metrics(result).items()]
+    final = {"accuracy": result.accuracy, "loss": result.loss, "wall_time_s": result.wall_time_s}
+    metrics = [Metric(key, float(value), now, 0) for key, value in final.items() if math.isfinite(value)]
     for row in result.history:
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s"):
             if key in row and math.isfinite(row[key]):
@@ -219,23 +236,6 @@ def mark_orphans(client: Any, exp_id: str, live_trials: set[int]) -> int:
     for run in orphans:
         end_child(client, run.info.run_id, "KILLED", "worker died before the run was logged; retried")
     return len(orphans)
-
-
-def _final_metrics(result: Any) -> dict[str, float]:
-    values = {"accuracy": result.accuracy, "loss": result.loss, "wall_time_s": result.wall_time_s}
-    return {key: float(value) for key, value in values.items() if math.isfinite(value)}
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config → dotted keys, the form MLflow params and runs-table columns use."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _param_text(value: Any) -> str:

@@ -77,6 +77,12 @@ class PlannedRun:
             del body["augmentation"]
         return {**body, "seeds": self.seeds, "stages": [s.as_dict() for s in self.stages]}
 
+    def params(self) -> dict[str, Any]:
+        """`resolved()` with dotted keys (`model.filters`): MLflow's params and the runs table's columns."""
+        import pandas as pd
+
+        return pd.json_normalize(self.resolved(), sep=".").to_dict("records")[0]
+
 
 def factor_role(key: str) -> str:
     if key.startswith("seeds."):

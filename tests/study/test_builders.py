@@ -7,7 +7,6 @@ import pytest
 from harness.errors import SpecError
 from harness.study.design import plan_runs
 from harness.study.spec import parse_spec
-from harness.tracking import flatten
 
 BUILDER = "def build(input_shape, n_classes, args, seeds):\n    raise NotImplementedError\n"
 
@@ -27,7 +26,7 @@ def test_builder_file_resolves_against_the_spec_and_its_hash_is_logged(folder):
     spec = parse_spec(spec_text(), folder / "s.yaml")
     assert spec.base.model.builder == f"{(folder / 'models/net.py').resolve()}:build"
     (run,) = plan_runs(spec, "fp")
-    params = flatten(run.resolved())
+    params = run.params()
     assert params["model.builder"] == "net.py:build" and params["model.args.width"] == 8
     assert len(params["model.builder_sha256"]) == 16
     assert "model.filters" not in params and not any(key.startswith("augmentation.") for key in params)
