@@ -162,7 +162,7 @@ def sqlite_from_template(url: str, key: str, build: Callable[[str], None]) -> No
             copy = Path(stream.name)
         shutil.copyfile(template, copy)
         os.link(copy, path)
-    except OSError:
+    except Exception:  # a cache only: whatever failed (disk, a race, the build itself), MLflow's migrations remain
         pass
     finally:
         if copy is not None:
