@@ -168,6 +168,11 @@ def contest_dataset(frame: pd.DataFrame, source: str | Path) -> Dataset:
     )
 
 
+def letter_input(dataset: Dataset) -> np.ndarray:
+    """The `letter` side input a model sees: codes 0..25, shape (N, 1), int32 (training and serving alike)."""
+    return np.searchsorted(np.array(LETTERS), dataset.letters).astype(np.int32)[:, None]
+
+
 def contest_frame(dataset: Dataset) -> pd.DataFrame:
     """The inverse of `contest_dataset`: id, [digit,] letter, 0..783."""
     pixels = pd.DataFrame(dataset.images.reshape(len(dataset), -1).astype(np.int64), columns=list(PIXEL_COLUMNS))

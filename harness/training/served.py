@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.study.pipeline import Step
 from harness.training import preprocess
-from harness.training.data import LETTERS, Dataset, contest_dataset
+from harness.training.data import Dataset, contest_dataset, letter_input
 
 MEMBER = "member-{}.keras"  # artifact names, one per ensemble member
 
@@ -48,8 +48,7 @@ class DigitEnsemble(mlflow.pyfunc.PythonModel):
         from harness.training.user_model import model_inputs
 
         images = preprocess.apply_pipeline(dataset.images, self.steps)
-        letters = np.searchsorted(np.array(LETTERS), dataset.letters).astype(np.int32)[:, None]
-        x = model_inputs(self.members[0], images, {"letter": letters})  # a user model may take the letter
+        x = model_inputs(self.members[0], images, {"letter": letter_input(dataset)})  # a user model may take the letter
         logits = [member.predict(x, batch_size=512, verbose=0).astype(np.float64) for member in self.members]
         return np.mean([softmax(z, axis=1) for z in logits], axis=0)
 

@@ -88,7 +88,7 @@ def user_data(images: np.ndarray, codes: np.ndarray, classes: tuple[str, ...],
 
 
 def _contest_format(config: DataConfig) -> StudyData:
-    from harness.training.data import LETTERS
+    from harness.training.data import letter_input
 
     if config.source == "synthetic":
         from harness.training.synthetic import synthesize
@@ -100,5 +100,5 @@ def _contest_format(config: DataConfig) -> StudyData:
         dataset = load_contest_csv(config.path)
         if dataset.digits is None:
             raise DataError(f"{config.path}: training needs a 'digit' column (a contest train file)")
-    letter = np.searchsorted(np.array(LETTERS), dataset.letters).astype(np.int32)[:, None]
-    return StudyData(dataset.ids, dataset.digits, dataset.images, dataset.fingerprint, {"letter": letter})
+    return StudyData(dataset.ids, dataset.digits, dataset.images, dataset.fingerprint,
+                     {"letter": letter_input(dataset)})
