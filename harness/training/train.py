@@ -21,6 +21,7 @@ from harness.files import fault_point, kill_point
 from harness.study.design import PlannedRun, Stage
 from harness.study.spec import EvaluationConfig
 from harness.training import determinism, reuse
+from harness.training.batches import shuffled_batches, steps_per_epoch
 from harness.training.model import N_CLASSES
 
 # Preprocessed images for a stage's pipeline, all rows of the data set, float32 N×H×W in [0, 1].
@@ -171,7 +172,8 @@ def _fit_stage(
 
     order_seed = int(np.random.SeedSequence([run.seeds["order"], stage_index]).generate_state(1)[0] >> 1)
     labels = targets(digits, run, n_classes)
-    train = shuffled_batches(_take(images, train_idx), labels[train_idx], run.config.training.batch_size, order_seed)
+    train, steps = shuffled_batches(_take(images, train_idx), labels[train_idx], run.config.training.batch_size,
+                                    order_seed, stage.epochs)
     first_epoch = len(history)
     clock = {"start": time.perf_counter()}
     pruned: list[int] = []
@@ -197,6 +199,7 @@ def _fit_stage(
 
     model.fit(
         train,
+        steps_per_epoch=steps,
         epochs=first_epoch + stage.epochs,
         initial_epoch=first_epoch,
         validation_data=(_take(images, val_idx), labels[val_idx]) if len(val_idx) else None,
@@ -216,41 +219,9 @@ def _take(x: Any, rows: np.ndarray) -> Any:
     return {name: array[rows] for name, array in x.items()} if isinstance(x, dict) else x[rows]
 
 
-def shuffled_batches(x: Any, y: np.ndarray, batch_size: int, seed: int) -> Any:
-    """Mini-batches in an order that depends only on (seed, epoch), on any Keras backend.
-
-    A numpy permutation per epoch instead of tf.data's shuffle: TensorFlow mixes its global seed into op seeds,
-    and jax/torch runs may not have TensorFlow at all.
-    """
-    import keras
-
-    class ShuffledBatches(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__()
-            self.epoch = 0
-            self.order = self._permutation()
-
-        def _permutation(self) -> np.ndarray:
-            return np.random.default_rng([seed, self.epoch]).permutation(len(y))
-
-        def __len__(self) -> int:
-            return -(-len(y) // batch_size)
-
-        def __getitem__(self, index: int) -> tuple[Any, np.ndarray]:
-            rows = self.order[index * batch_size : (index + 1) * batch_size]
-            return _take(x, rows), y[rows]
-
-        def on_epoch_end(self) -> None:
-            self.epoch += 1
-            self.order = self._permutation()
-
-    return ShuffledBatches()
-
-
 def total_steps(run: PlannedRun, n_train: int) -> int:
     """Optimizer steps over all stages: the span a cosine schedule decays over."""
-    batches = -(-n_train // run.config.training.batch_size)
-    return batches * sum(stage.epochs for stage in run.stages)
+    return steps_per_epoch(n_train, run.config.training.batch_size) * sum(stage.epochs for stage in run.stages)
 
 
 def _optimizer(run: PlannedRun, steps: int) -> Any:
