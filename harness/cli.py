@@ -85,7 +85,8 @@ def _training_commands(commands: argparse._SubParsersAction) -> None:
 
     worker = _command(commands, "worker", ("run", "worker"), "join a running study from this machine")
     _study_argument(worker)
-    worker.add_argument("--storage", required=True, help="the study's run storage URL, e.g. postgresql://...")
+    worker.add_argument("--storage", help="the study's run storage URL, e.g. postgresql://... (default: "
+                        "sqlite:///mlruns/optuna.db, where `run` on this machine keeps it)")
     worker.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one the study was started with)")
     worker.add_argument("--workers", type=int, default=1)
     worker.add_argument("--no-progress", action="store_true")

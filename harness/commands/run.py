@@ -53,13 +53,28 @@ def worker(args: argparse.Namespace) -> int:
     from harness.study.spec import parse_spec
 
     name, _ = study_argument(args)
-    count = worker_count(args.workers, args.storage)
-    queue = run_queue.open_queue(run_queue.open_storage(args.storage), name, create=False)
+    storage_url = args.storage or _local_storage()
+    count = worker_count(args.workers, storage_url)
+    queue = run_queue.open_queue(run_queue.open_storage(storage_url), name, create=False)
     client = tracking.connect(args.tracking_uri or queue.user_attrs.get("tracking_uri"))
     prepared.apply_device(parse_spec(queue.user_attrs["spec_text"], Path(queue.user_attrs["spec_path"])))
-    runner.drain(queue, args.storage, client, count, progress=not args.no_progress)
+    runner.drain(queue, storage_url, client, count, progress=not args.no_progress)
     print(status_line(run_queue.status(queue)))
     return 0
+
+
+def _local_storage() -> str:
+    """`run`'s own SQLite storage on this machine: a second local worker joins it without naming it. Never
+    created here: a worker with nothing to join would leave an empty store behind."""
+    from pathlib import Path
+
+    from harness.execution import run_queue
+
+    url = run_queue.default_storage()
+    if not Path(url.removeprefix("sqlite:///")).exists():
+        raise HarnessError(f"no run storage at {url}: start the study with `harness run` here first, or pass "
+                           "--storage URL of the machine that did")
+    return url
 
 
 def status(args: argparse.Namespace) -> int:

@@ -136,3 +136,10 @@ def _answer_or_error(method, *args):
 def test_worker_on_unreachable_storage_is_one_line(tmp_path):
     done = run_cli("worker", "--study", "x", "--storage", "postgresql://nobody@127.0.0.1:9/x", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unreachable" in done.stderr
+
+
+def test_worker_without_storage_joins_local_run_storage_or_says_there_is_none(tmp_path):
+    done = run_cli("worker", "--study", "x", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "no run storage at sqlite:///" in done.stderr and "harness run" in done.stderr
+    assert not (tmp_path / "mlruns").exists()
