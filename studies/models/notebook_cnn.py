@@ -2,6 +2,10 @@
 
 Three conv blocks (32, 64, 128 filters by default, `args.width` scales them), batch norm, dropout, a dense head.
 Every initializer and dropout layer takes a seed from `seeds`, so the study's `seeds.fresh` applies.
+
+Batch norm's moving averages use momentum 0.9 (`args.bn_momentum`), not Keras' 0.99: with 1,230 training images
+(39 batches an epoch) the 0.99 averages still describe the initial weights after 8 epochs, and validation sat
+at chance (0.11) while training accuracy rose to 0.64; with 0.9 the same run validated at 0.70 (28 px, measured).
 """
 
 import keras
@@ -17,7 +21,7 @@ def build(input_shape, n_classes, args, seeds):
         filters = width * 2**block
         for _ in range(2):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=seeds.initializer())(x)
-            x = layers.BatchNormalization()(x)
+            x = layers.BatchNormalization(momentum=args.get("bn_momentum", 0.9))(x)
             x = layers.Activation("relu")(x)
         x = layers.MaxPooling2D()(x)
         x = layers.Dropout(dropout / 2, seed=seeds.dropout())(x)
