@@ -4,10 +4,10 @@ The order is a numpy permutation per epoch, not the backend's shuffle: TensorFlo
 seeds, and jax/torch runs may not have TensorFlow at all.
 
 On TensorFlow the batches come from a tf.data pipeline that gathers rows of in-memory tensors. A Keras
-`PyDataset` yields the same batches but goes through `tf.data.Dataset.from_generator`, and that path page-faults
-fresh memory on every step: 2.1 M minor faults and 6.3 s of system time for 40 batches of the letter ResNet,
-against 428 faults and 0.02 s for the tf.data pipeline (benchmarks/bench_input.py). Other backends keep the
-`PyDataset`.
+`PyDataset` yields the same batches but goes through `tf.data.Dataset.from_generator`, and in a worker process
+that path page-faulted fresh memory on every step: 7 M minor faults for a 3-epoch letter-ResNet training
+against 0.6-0.8 M, and 2.45x the training time (benchmarks/README.md, `bench_versus.py`). Other backends keep
+the `PyDataset`.
 """
 
 from __future__ import annotations
