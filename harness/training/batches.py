@@ -26,6 +26,11 @@ def epoch_order(n_rows: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n_rows)
 
 
+def take_rows(x: Any, rows: np.ndarray) -> Any:
+    """Rows of a model's input: an array, or a dict of arrays (images and side inputs)."""
+    return {name: array[rows] for name, array in x.items()} if isinstance(x, dict) else x[rows]
+
+
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
     return -(-n_rows // batch_size)
 
@@ -62,9 +67,6 @@ def _tf_batches(x: Any, y: np.ndarray, batch_size: int, seed: int, epochs: int) 
 def _py_batches(x: Any, y: np.ndarray, batch_size: int, seed: int) -> Any:
     import keras
 
-    def take(rows: np.ndarray) -> Any:
-        return {name: array[rows] for name, array in x.items()} if isinstance(x, dict) else x[rows]
-
     class ShuffledBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__()
@@ -76,7 +78,7 @@ def _py_batches(x: Any, y: np.ndarray, batch_size: int, seed: int) -> Any:
 
         def __getitem__(self, index: int) -> tuple[Any, np.ndarray]:
             rows = self.order[index * batch_size : (index + 1) * batch_size]
-            return take(rows), y[rows]
+            return take_rows(x, rows), y[rows]
 
         def on_epoch_end(self) -> None:
             self.epoch += 1

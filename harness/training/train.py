@@ -21,7 +21,7 @@ from harness.files import fault_point, kill_point
 from harness.study.design import PlannedRun, Stage
 from harness.study.spec import EvaluationConfig
 from harness.training import determinism, reuse
-from harness.training.batches import shuffled_batches, steps_per_epoch
+from harness.training.batches import shuffled_batches, steps_per_epoch, take_rows
 from harness.training.model import N_CLASSES
 
 # Preprocessed images for a stage's pipeline, all rows of the data set, float32 N×H×W in [0, 1].
@@ -121,7 +121,7 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
     model, model_source = reuse.compiled_model(fresh, key, compile_model, keep=not keep_model)
 
     def inputs(images: np.ndarray, rows: np.ndarray | None = None) -> Any:
-        return model_inputs(model, images, side) if rows is None else _take(inputs(images), rows)
+        return model_inputs(model, images, side) if rows is None else take_rows(inputs(images), rows)
 
     history: list[dict[str, Any]] = []
     for stage_index, stage in enumerate(run.stages):
@@ -172,7 +172,7 @@ def _fit_stage(
 
     order_seed = int(np.random.SeedSequence([run.seeds["order"], stage_index]).generate_state(1)[0] >> 1)
     labels = targets(digits, run, n_classes)
-    train, steps = shuffled_batches(_take(images, train_idx), labels[train_idx], run.config.training.batch_size,
+    train, steps = shuffled_batches(take_rows(images, train_idx), labels[train_idx], run.config.training.batch_size,
                                     order_seed, stage.epochs)
     first_epoch = len(history)
     clock = {"start": time.perf_counter()}
@@ -202,7 +202,7 @@ def _fit_stage(
         steps_per_epoch=steps,
         epochs=first_epoch + stage.epochs,
         initial_epoch=first_epoch,
-        validation_data=(_take(images, val_idx), labels[val_idx]) if len(val_idx) else None,
+        validation_data=(take_rows(images, val_idx), labels[val_idx]) if len(val_idx) else None,
         validation_batch_size=512,
         shuffle=False,  # `shuffled_batches` shuffles, seeded by the data-order seed
         callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record)],
@@ -212,11 +212,6 @@ def _fit_stage(
     if not math.isfinite(last_loss):
         return f"loss became {last_loss} in epoch {len(history)} (stage '{stage.name}')"
     return f"{PRUNED} after epoch {pruned[0]}" if pruned else ""
-
-
-def _take(x: Any, rows: np.ndarray) -> Any:
-    """Rows of the model's input: an array, or a dict of arrays (images and side inputs)."""
-    return {name: array[rows] for name, array in x.items()} if isinstance(x, dict) else x[rows]
 
 
 def total_steps(run: PlannedRun, n_train: int) -> int:
