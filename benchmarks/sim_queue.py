@@ -1,7 +1,7 @@
 """Many machines, simulated: N worker processes pull one study's queue and log to one MLflow store.
 
 A training is replaced by a timed sleep and a synthetic result of realistic size (per-epoch metrics, a predictions
-CSV), so 100 workers fit on 2 cores; everything else is the real code path: `run_queue.Claimer` on the Optuna
+CSV), so 100 workers fit on 2 cores; everything else is the real code path: `claims.Claimer` on the Optuna
 storage, heartbeats, `tracking.start_child` / `finish_child`, `queue.tell`. Against a real PostgreSQL and a real
 `mlflow server` on loopback (started here), or SQLite files for contrast.
 
@@ -82,7 +82,7 @@ def worker_loop(storage_url: str, tracking_uri: str, train_s: float, epochs: int
     its trial is retried once its heartbeat is stale; here the retry is immediate), and a retried trial whose
     run MLflow already holds as FINISHED is not logged again (`GroupWorker.logged_before`)."""
     from harness import tracking
-    from harness.execution import run_queue
+    from harness.execution import claims, run_queue
     from harness.study.design import plan_runs, process_key
     from harness.study.spec import parse_spec
 
@@ -92,7 +92,7 @@ def worker_loop(storage_url: str, tracking_uri: str, train_s: float, epochs: int
         client = CountingClient(tracking.connect(tracking_uri))
         attrs = queue.user_attrs
         runs = {r.run_key: r for r in plan_runs(parse_spec(attrs["spec_text"], Path("sim.yaml")), "sim-data")}
-        claimer = run_queue.Claimer(queue, list(process_key(next(iter(runs.values())))))
+        claimer = claims.Claimer(queue, list(process_key(next(iter(runs.values())))))
         group = tuple(claimer.process_key)
         rng = np.random.default_rng(os.getpid())
         while len(report["errors"]) < MAX_FAILED_TRAININGS:

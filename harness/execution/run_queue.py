@@ -9,8 +9,6 @@ is told FAIL with its reason and is not retried.
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ from harness.errors import HarnessError
 from harness.execution.storage import GRACE_S, HEARTBEAT_S, MAX_RETRY, default_storage, open_storage  # noqa: F401
 
 RUN_KEY, PROCESS_KEY = "run_key", "process_key"
+BATCH_KEY = "batch_key"  # runs that differ only in seeds, where the study trains them as seed batches
 KIND, KIND_RUN, KIND_TUNE = "kind", "run", "tune"
 OVERRIDES = "overrides"  # a search trial's searched values (JSON)
 REAL_FAILURE = "failure_reason"  # user attr set only when the training itself failed: never retried
@@ -91,70 +90,26 @@ def enqueue(queue: Any, runs: list[Any], completed_elsewhere: set[str]) -> int:
     for run in runs:
         if run.run_key in state.done | state.queued | completed_elsewhere:
             continue
-        queue.enqueue_trial({}, user_attrs={RUN_KEY: run.run_key, PROCESS_KEY: list(process_key(run))})
+        queue.enqueue_trial({}, user_attrs=queue_attrs(run.run_key, list(process_key(run)), batch_key_of(run)))
         count += 1
     return count
+
+
+def batch_key_of(run: Any) -> str | None:
+    """The run's seed-batch key where its study trains seed batches (`execution.batch_seeds` > 1), else None."""
+    return run.batch_key if run.config.execution.batch_seeds > 1 else None
+
+
+def queue_attrs(run_key: str, process_key: list[Any], batch_key: str | None) -> dict[str, Any]:
+    """What a queued trial carries: its run, its process group, and its seed batch where it has one."""
+    attrs: dict[str, Any] = {RUN_KEY: run_key, PROCESS_KEY: process_key}
+    return attrs if batch_key is None else {**attrs, BATCH_KEY: batch_key}
 
 
 def fail_stale(queue: Any) -> None:
     import optuna
 
     optuna.storages.fail_stale_trials(queue)
-
-
-def claim(queue: Any, process_key: list[Any]) -> Any | None:
-    """Take one WAITING trial of this process group, atomically; None when there is none."""
-    return Claimer(queue, process_key).claim()
-
-
-STALE_MISSES = 3  # each miss reads the whole trial back; 100 workers on stale copies of 2,000 stalled a study
-
-
-class Claimer:
-    """A worker's claims: WAITING trials of one process group, taken atomically, listed only when its copy runs out.
-
-    Listing the waiting trials loads every one of them (about 1 s for 2,000 on SQLite, measured by
-    benchmarks/sim_queue.py); listing once per claim made every claim O(trials). A worker keeps its copy of the
-    list, tries the entries in its own random order (so N workers do not all race for the first one), and lists
-    again when the copy is used up or has gone stale. An entry another worker took meanwhile just fails the atomic
-    WAITING → RUNNING transition (Optuna's own, the one `Study.ask` uses).
-    """
-
-    def __init__(self, queue: Any, process_key: list[Any]) -> None:
-        import random
-
-        self.queue, self.process_key = queue, list(process_key)
-        self.candidates: list[int] = []
-        self.order = random.Random(os.getpid())
-
-    def claim(self) -> Any | None:
-        import optuna
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
-
-        misses = 0
-        while self.candidates or self._list_waiting():
-            trial_id = self.candidates.pop()
-            try:
-                if self.queue._storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                    self.queue._storage.record_heartbeat(trial_id)
-                    self.queue._storage.set_trial_user_attr(trial_id, WORKER, f"{socket.gethostname()}:{os.getpid()}")
-                    return optuna.Trial(self.queue, trial_id)
-            except UpdateFinishedTrialError:
-                pass
-            misses += 1
-            if misses == STALE_MISSES:  # the copy has gone stale (others took its entries): list again
-                self.candidates, misses = [], 0
-        return None
-
-    def _list_waiting(self) -> bool:
-        from optuna.trial import TrialState
-
-        # FrozenTrial keeps its storage id private; Optuna's own queue pop uses it the same way.
-        self.candidates = [t._trial_id for t in self.queue.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                           if t.user_attrs.get(PROCESS_KEY) == self.process_key]
-        self.order.shuffle(self.candidates)
-        return bool(self.candidates)
 
 
 def record_levels(trial: Any, factors: dict[str, str], levels: dict[str, list[str]]) -> None:
@@ -177,7 +132,7 @@ def give_back(queue: Any, trial: Any) -> None:
 
     attrs = trial.user_attrs
     queue.tell(trial, state=TrialState.FAIL)
-    queue.enqueue_trial({}, user_attrs={RUN_KEY: attrs[RUN_KEY], PROCESS_KEY: attrs[PROCESS_KEY]})
+    queue.enqueue_trial({}, user_attrs=queue_attrs(attrs[RUN_KEY], attrs[PROCESS_KEY], attrs.get(BATCH_KEY)))
 
 
 def retries_left(trial: Any) -> bool:

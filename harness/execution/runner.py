@@ -18,7 +18,7 @@ import pandas as pd
 
 from harness import tracking
 from harness.errors import DiskWriteError
-from harness.execution import run_queue, workers
+from harness.execution import claims, run_queue, workers
 from harness.execution.prepared import CACHE_DIR, Study, warm_cache
 from harness.study.design import PlannedRun, plan_runs
 
@@ -115,13 +115,11 @@ class GroupWorker:
         return levels
 
     def loop(self, group: list[Any]) -> None:
-        from optuna.trial import TrialState
-
         from harness.training.train import STOP_REQUESTED
 
         queue = self.attached.queue
         runs = {run.run_key: run for run in self.runs}
-        claimer = run_queue.Claimer(queue, group)
+        claimer = claims.Claimer(queue, group)
         while True:
             if STOP_REQUESTED.is_set():
                 raise KeyboardInterrupt
@@ -133,27 +131,69 @@ class GroupWorker:
                 run_queue.fail_stale(queue)
                 continue
             run = runs.get(trial.user_attrs[run_queue.RUN_KEY])
-            if run is None:
-                trial.set_user_attr(run_queue.REAL_FAILURE, "run key not in the study's current spec")
-                queue.tell(trial, state=TrialState.FAIL)
-                continue
-            self.execute(trial, run)
+            if run is not None and run.config.execution.batch_seeds > 1:
+                companions = claimer.claim_companions(trial, run.config.execution.batch_seeds - 1)
+                self.execute_batch([trial, *companions], runs)
+            elif run is not None:
+                self.execute(trial, run)
+            else:
+                self.unknown(trial)
+
+    def unknown(self, trial: Any) -> None:
+        from optuna.trial import TrialState
+
+        trial.set_user_attr(run_queue.REAL_FAILURE, "run key not in the study's current spec")
+        self.attached.queue.tell(trial, state=TrialState.FAIL)
 
     def execute(self, trial: Any, run: PlannedRun) -> None:
         """Train and tell: done, FAILED for good (its reason recorded), or given back (a stop) or retried (out
         of memory, at most MAX_RETRY times, like a dead worker's trial)."""
-        from optuna.trial import TrialState
-
-        queue = self.attached.queue
         if (accuracy := self.logged_before(trial, run)) is not None:
-            queue.tell(trial, accuracy)
+            self.attached.queue.tell(trial, accuracy)
             return
         run_queue.record_levels(trial, run.factors, self.levels)
         try:
             result = self.attached.train(trial, run, retry_out_of_memory=run_queue.retries_left(trial))
         except (KeyboardInterrupt, DiskWriteError):
-            run_queue.give_back(queue, trial)
+            run_queue.give_back(self.attached.queue, trial)
             raise
+        self.tell(trial, result)
+
+    def execute_batch(self, trials: list[Any], runs: dict[str, PlannedRun]) -> None:
+        """`execute` for the claimed trials of one seed batch: trained together, each told as soon as it is
+        logged; on a stop, those not yet told are given back."""
+        claimed = []
+        for trial in trials:
+            run = runs.get(trial.user_attrs[run_queue.RUN_KEY])
+            if run is None:
+                self.unknown(trial)
+            elif (accuracy := self.logged_before(trial, run)) is not None:
+                self.attached.queue.tell(trial, accuracy)
+            else:
+                run_queue.record_levels(trial, run.factors, self.levels)
+                claimed.append((trial, run))
+        if not claimed:
+            return
+        told: set[int] = set()
+
+        def tell(trial: Any, result: Any) -> None:
+            self.tell(trial, result)
+            told.add(trial.number)
+
+        retry = all(run_queue.retries_left(trial) for trial, _ in claimed)
+        try:
+            self.attached.train_seed_batch(claimed, retry_out_of_memory=retry, on_result=tell)
+        except (KeyboardInterrupt, DiskWriteError):
+            for trial, _ in claimed:
+                if trial.number not in told:
+                    run_queue.give_back(self.attached.queue, trial)
+            raise
+
+    def tell(self, trial: Any, result: Any) -> None:
+        """Done, FAILED for good (its reason recorded), or retried (KILLED: out of memory)."""
+        from optuna.trial import TrialState
+
+        queue = self.attached.queue
         if result.status == "FINISHED":
             queue.tell(trial, result.accuracy)
         elif result.status == "KILLED":

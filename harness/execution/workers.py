@@ -88,29 +88,57 @@ class Attached:
               retry_out_of_memory: bool = False) -> Any:
         """Train one claimed trial under a heartbeat and log it as a child run. A stop signal marks the child
         KILLED; so does an out-of-memory failure that will be retried (`retry_out_of_memory`), else FAILED."""
-        from dataclasses import replace
-
         from harness.training.train import train_run
 
-        with run_queue.heartbeat(trial) as lease:
-            run_id = tracking.start_child(self.client, self.experiment_id, self.parent_id, run, self.environment,
-                                          trial.number)
-            trial.set_user_attr("mlflow_run_id", run_id)
+        def one(runs: list[Any]) -> list[Any]:
+            return [train_run(runs[0], self.data.ids, self.data.digits, self.images_for, on_epoch=on_epoch,
+                              side=self.data.side, n_classes=self.data.n_classes)]
+
+        results: list[Any] = []
+        self.train_claimed([(trial, run)], one, retry_out_of_memory, lambda _trial, result: results.append(result))
+        return results[0]
+
+    def train_seed_batch(self, claimed: list[tuple[Any, Any]], retry_out_of_memory: bool,
+                         on_result: Callable[[Any, Any], None]) -> None:
+        """Train claimed trials of one seed batch together (harness.training.seed_batch), each its own child run."""
+        from harness.training.seed_batch import train_batch
+
+        def together(runs: list[Any]) -> list[Any]:
+            return train_batch(runs, self.data.ids, self.data.digits, self.images_for, side=self.data.side,
+                               n_classes=self.data.n_classes)
+
+        self.train_claimed(claimed, together, retry_out_of_memory, on_result)
+
+    def train_claimed(self, claimed: list[tuple[Any, Any]], trainer: Callable[[list[Any]], list[Any]],
+                      retry_out_of_memory: bool, on_result: Callable[[Any, Any], None]) -> None:
+        """Train claimed (trial, run) pairs with `trainer` under their heartbeats; log each as a child run and
+        hand each result to `on_result` as soon as it is logged (so the queue hears of it before the next)."""
+        from dataclasses import replace
+
+        with contextlib.ExitStack() as beating:
+            leases = [beating.enter_context(run_queue.heartbeat(trial)) for trial, _ in claimed]
+            open_runs = {}
+            for trial, run in claimed:
+                open_runs[trial.number] = tracking.start_child(self.client, self.experiment_id, self.parent_id, run,
+                                                               self.environment, trial.number)
+                trial.set_user_attr("mlflow_run_id", open_runs[trial.number])
             try:
-                result = train_run(run, self.data.ids, self.data.digits, self.images_for, on_epoch=on_epoch,
-                                   side=self.data.side, n_classes=self.data.n_classes)
-                if result.out_of_memory and retry_out_of_memory:
-                    result = replace(result, status="KILLED", failure_reason=f"{result.failure_reason}; retried")
-                if lease.lost:
-                    tracking.end_child(self.client, run_id, "KILLED", LEASE_LOST)
-                    raise LeaseLost(f"trial {trial.number}: {LEASE_LOST}")
-                self._finish(run_id, result)
-                kill_point("finished")  # crash tests: logged FINISHED, the queue not told yet
+                results = trainer([run for _, run in claimed])
+                for (trial, _), lease, result in zip(claimed, leases, results, strict=True):
+                    if result.out_of_memory and retry_out_of_memory:
+                        result = replace(result, status="KILLED", failure_reason=f"{result.failure_reason}; retried")
+                    run_id = open_runs.pop(trial.number)
+                    if lease.lost:
+                        tracking.end_child(self.client, run_id, "KILLED", LEASE_LOST)
+                        raise LeaseLost(f"trial {trial.number}: {LEASE_LOST}")
+                    self._finish(run_id, result)
+                    kill_point("finished")  # crash tests: logged FINISHED, the queue not told yet
+                    on_result(trial, result)
             except KeyboardInterrupt:
                 name = signal.Signals(signals.received()).name
-                tracking.end_child(self.client, run_id, "KILLED", f"interrupted ({name}); rerun to resume")
+                for run_id in open_runs.values():
+                    tracking.end_child(self.client, run_id, "KILLED", f"interrupted ({name}); rerun to resume")
                 raise
-        return result
 
     def _finish(self, run_id: str, result: Any) -> None:
         """Log the result; a full disk (or quota, or read-only store) under the artifacts is one line and the run

@@ -60,6 +60,11 @@ class PlannedRun:
         return stable_hash(self.seeds)
 
     @property
+    def batch_key(self) -> str:
+        """Runs with equal batch keys differ only in their seeds: one seed batch may train them together."""
+        return stable_hash({"config": {**self.resolved(), "seeds": None}, "data": self.data_fingerprint})
+
+    @property
     def name(self) -> str:
         """A readable MLflow run name from the factors that vary, e.g. `a.epochs=2 · b.epochs=3 · rep=0`."""
         short = short_factor_names(list(self.factors))
@@ -69,6 +74,8 @@ class PlannedRun:
     def resolved(self) -> dict[str, Any]:
         """The config that determines the result: logged as params and hashed into the keys."""
         body = self.config.model_dump(mode="json", exclude={"pipelines", "stages", "stage_order", "seeds"})
+        if self.config.execution.batch_seeds == 1:  # one run at a time: keys stay what they were before batching
+            del body["execution"]
         model = self.config.model
         if model.builder is None:  # the built-in CNN's keys stay what they were before user models existed
             del body["model"]["builder"], body["model"]["args"]

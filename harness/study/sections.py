@@ -1,4 +1,5 @@
-"""Spec sections for what a study trains on and with: the model (built-in CNN or the user's builder) and the data.
+"""Spec sections for what a study trains on and how: the model (built-in CNN or the user's builder), the data, and
+the per-process and execution settings that change a run's kernels.
 
 Kept apart from `spec` so each module stays short; `spec` re-exports them. Options that belong to another data
 source are refused with the key path (a `folder` study with `labels:` is a mistake, not a no-op).
@@ -94,3 +95,30 @@ PATH_HELP = {
     "folder": "a folder with one subfolder of PNG/JPG images per class",
     "npz": "an .npz archive",
 }
+
+
+class DeterminismConfig(Strict):
+    """Switches a backend fixes per process (all but `xla`): a change here starts a separate training process.
+
+    op_determinism: TF `enable_op_determinism`; jax `--xla_gpu_deterministic_ops`; torch
+    `use_deterministic_algorithms` + cudnn.deterministic. env_flags: TF_DETERMINISTIC_OPS/TF_CUDNN_DETERMINISTIC
+    (TF), CUBLAS_WORKSPACE_CONFIG (torch). tf32: TensorFloat-32 matmuls on Ampere+ GPUs (no effect on CPUs).
+    """
+
+    op_determinism: bool = True
+    env_flags: bool = True
+    intra_op_threads: int = Field(0, ge=0, le=256)
+    inter_op_threads: int = Field(0, ge=0, le=256)
+    xla: bool = False
+    tf32: bool = False
+
+
+class ExecutionConfig(Strict):
+    """How a run's steps are executed, where that changes its kernels and so its weights.
+
+    batch_seeds: K > 1 trains K replicates of one configuration (runs that differ only in their seeds) in one
+    compiled step on the jax backend (harness.training.seed_batch). Its own determinism setting: reproducible,
+    but not bit-identical to the same run trained alone.
+    """
+
+    batch_seeds: int = Field(1, ge=1, le=256)

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from harness.errors import SpecError
-from harness.study.sections import MAX_SEED, DataConfig, ModelConfig, Strict
+from harness.study.sections import MAX_SEED, DataConfig, DeterminismConfig, ExecutionConfig, ModelConfig, Strict
 
 SeedSource = Literal["init", "order", "augment", "dropout", "split"]
 SEED_SOURCES: tuple[str, ...] = typing.get_args(SeedSource)
@@ -57,22 +57,6 @@ class SeedsConfig(Strict):
     fresh: list[SeedSource] = Field(default_factory=lambda: ["init", "order", "augment", "dropout"])
 
 
-class DeterminismConfig(Strict):
-    """Switches a backend fixes per process (all but `xla`): a change here starts a separate training process.
-
-    op_determinism: TF `enable_op_determinism`; jax `--xla_gpu_deterministic_ops`; torch
-    `use_deterministic_algorithms` + cudnn.deterministic. env_flags: TF_DETERMINISTIC_OPS/TF_CUDNN_DETERMINISTIC
-    (TF), CUBLAS_WORKSPACE_CONFIG (torch). tf32: TensorFloat-32 matmuls on Ampere+ GPUs (no effect on CPUs).
-    """
-
-    op_determinism: bool = True
-    env_flags: bool = True
-    intra_op_threads: int = Field(0, ge=0, le=256)
-    inter_op_threads: int = Field(0, ge=0, le=256)
-    xla: bool = False
-    tf32: bool = False
-
-
 class EvaluationConfig(Strict):
     """How a run measures itself. `all` trains on every row and measures nothing: what `predict` fits (a study's
     runs are refused with it, since they exist to measure)."""
@@ -103,6 +87,7 @@ class RunConfig(Strict):
     training: TrainingConfig = TrainingConfig()
     seeds: SeedsConfig = SeedsConfig()
     determinism: DeterminismConfig = DeterminismConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     pipelines: dict[str, list[Any]] = Field(default_factory=dict)
     stages: dict[str, StageDef] = Field(default_factory=lambda: {"train": StageDef()})
@@ -113,6 +98,15 @@ class RunConfig(Strict):
         if self.model.builder and self.augmentation.enabled:
             raise ValueError("augmentation belongs to the built-in CNN; a builder adds its own augmentation layers "
                              "(seeded with seeds.augment())")
+        return self
+
+    @model_validator(mode="after")
+    def _seed_batches_on_jax(self) -> RunConfig:
+        if self.execution.batch_seeds > 1 and self.backend != "jax":
+            raise ValueError(f"execution.batch_seeds > 1 trains on the jax backend; allowed with backend "
+                             f"'{self.backend}': 1")
+        if self.execution.batch_seeds > 1 and self.training.precision != "float32":
+            raise ValueError("execution.batch_seeds > 1 trains in float32; allowed with mixed precision: 1")
         return self
 
 

@@ -95,25 +95,20 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
            keep_model: bool, side: dict[str, np.ndarray], n_classes: int) -> RunResult:
     import keras
 
-    from harness.training.model import build_cnn
-    from harness.training.user_model import build_user_model, model_inputs
+    from harness.training.user_model import model_inputs
 
     determinism.seed_run()
     keras.mixed_precision.set_dtype_policy(run.config.training.precision)
     train_idx, val_idx = split_indices(digits, run.config.evaluation, run.seeds["split"])
-    first = images_for(run.stages[0])
-    shape = (*first.shape[1:3], first.shape[3] if first.ndim == 4 else 1)
-    if run.config.model.builder:
-        fresh = build_user_model(run.config.model, shape, n_classes, run.seeds)
-    else:
-        fresh = build_cnn(shape[0], run.config.model, run.config.augmentation, run.seeds, shape[2], n_classes)
-    loss_function = _loss(run, n_classes)
+    shape = input_shape(images_for(run.stages[0]))
+    fresh = build_model(run, shape, n_classes)
+    loss_function = make_loss(run, n_classes)
     steps = total_steps(run, len(train_idx))
     # `xla` is TensorFlow's switch; jax always compiles with XLA and torch.compile is not used
     jit = run.config.determinism.xla if run.config.backend == "tensorflow" else run.config.backend == "jax"
 
     def compile_model(model: Any) -> None:
-        model.compile(optimizer=_optimizer(run, steps), loss=loss_function, metrics=["accuracy"], jit_compile=jit)
+        model.compile(optimizer=make_optimizer(run, steps), loss=loss_function, metrics=["accuracy"], jit_compile=jit)
 
     key = reuse.architecture_key(model=run.config.model, augmentation=run.config.augmentation, shape=shape,
                                  training=run.config.training, steps=steps, classes=n_classes, jit=jit,
@@ -154,6 +149,21 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
     )
 
 
+def input_shape(images: np.ndarray) -> tuple[int, int, int]:
+    """(height, width, channels) of one image of a stage's N×H×W(×C) array."""
+    return (*images.shape[1:3], images.shape[3] if images.ndim == 4 else 1)
+
+
+def build_model(run: PlannedRun, shape: tuple[int, int, int], n_classes: int) -> Any:
+    """A new, uncompiled model for the run: its builder file's, or the built-in CNN, seeded from the run's seeds."""
+    from harness.training.model import build_cnn
+    from harness.training.user_model import build_user_model
+
+    if run.config.model.builder:
+        return build_user_model(run.config.model, shape, n_classes, run.seeds)
+    return build_cnn(shape[0], run.config.model, run.config.augmentation, run.seeds, shape[2], n_classes)
+
+
 def _fit_stage(
     model,
     run: PlannedRun,
@@ -170,7 +180,7 @@ def _fit_stage(
     """Fit one stage's epochs, appending per-epoch rows to `history`; returns a failure reason or ''."""
     import keras
 
-    order_seed = int(np.random.SeedSequence([run.seeds["order"], stage_index]).generate_state(1)[0] >> 1)
+    order_seed = stage_order_seed(run, stage_index)
     labels = targets(digits, run, n_classes)
     train, steps = shuffled_batches(take_rows(images, train_idx), labels[train_idx], run.config.training.batch_size,
                                     order_seed, stage.epochs)
@@ -214,12 +224,17 @@ def _fit_stage(
     return f"{PRUNED} after epoch {pruned[0]}" if pruned else ""
 
 
+def stage_order_seed(run: PlannedRun, stage_index: int) -> int:
+    """The seed of a stage's data order: from the run's order seed, different for every stage."""
+    return int(np.random.SeedSequence([run.seeds["order"], stage_index]).generate_state(1)[0] >> 1)
+
+
 def total_steps(run: PlannedRun, n_train: int) -> int:
     """Optimizer steps over all stages: the span a cosine schedule decays over."""
     return steps_per_epoch(n_train, run.config.training.batch_size) * sum(stage.epochs for stage in run.stages)
 
 
-def _optimizer(run: PlannedRun, steps: int) -> Any:
+def make_optimizer(run: PlannedRun, steps: int) -> Any:
     import keras
 
     training = run.config.training
@@ -230,7 +245,7 @@ def _optimizer(run: PlannedRun, steps: int) -> Any:
     return kinds[training.optimizer](learning_rate=rate)
 
 
-def _loss(run: PlannedRun, n_classes: int = N_CLASSES) -> Any:
+def make_loss(run: PlannedRun, n_classes: int = N_CLASSES) -> Any:
     """Sparse labels unless smoothing is asked for (Keras smooths only one-hot targets)."""
     import keras
 

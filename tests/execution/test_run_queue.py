@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from harness.commands.run import status_line
 from harness.errors import HarnessError
-from harness.execution import run_queue
+from harness.execution import claims, run_queue
 from harness.execution import storage as run_storage
 
 GROUP = ["tensorflow", True, True, 0, 0, False]
@@ -58,7 +58,7 @@ def claim_in_threads(queue, make_claim, threads: int = 3) -> list[str]:
 
 def test_each_trial_is_claimed_exactly_once_by_concurrent_workers(queue):
     run_queue.enqueue(queue, fake_runs(*[f"k{i}" for i in range(12)]), set())
-    claimed = claim_in_threads(queue, lambda: lambda: run_queue.claim(queue, GROUP))
+    claimed = claim_in_threads(queue, lambda: lambda: claims.claim(queue, GROUP))
     assert sorted(claimed) == sorted(f"k{i}" for i in range(12))
     assert run_queue.status(queue)["done"] == 12
 
@@ -66,17 +66,17 @@ def test_each_trial_is_claimed_exactly_once_by_concurrent_workers(queue):
 def test_claimers_keep_their_list_and_still_claim_each_trial_once(queue, monkeypatch):
     run_queue.enqueue(queue, fake_runs(*[f"k{i}" for i in range(12)]), set())
     listings = []
-    list_waiting = run_queue.Claimer._list_waiting
+    list_waiting = claims.Claimer._list_waiting
 
     def counted(self):
         listings.append(1)
         return list_waiting(self)
 
-    monkeypatch.setattr(run_queue.Claimer, "_list_waiting", counted)
-    claimed = claim_in_threads(queue, lambda: run_queue.Claimer(queue, GROUP).claim)
+    monkeypatch.setattr(claims.Claimer, "_list_waiting", counted)
+    claimed = claim_in_threads(queue, lambda: claims.Claimer(queue, GROUP).claim)
     assert sorted(claimed) == sorted(f"k{i}" for i in range(12))
     assert len(listings) < 12  # the waiting list is not re-read for every claim
-    late = run_queue.Claimer(queue, GROUP)
+    late = claims.Claimer(queue, GROUP)
     assert late.claim() is None
     run_queue.enqueue(queue, fake_runs("late"), set())
     assert late.claim().user_attrs["run_key"] == "late"  # an empty copy is listed again
@@ -84,13 +84,13 @@ def test_claimers_keep_their_list_and_still_claim_each_trial_once(queue, monkeyp
 
 def test_other_process_groups_are_not_claimed(queue):
     run_queue.enqueue(queue, fake_runs("a"), set())
-    assert run_queue.claim(queue, ["tensorflow", False, True, 0, 0, False]) is None
-    assert run_queue.claim(queue, GROUP) is not None
+    assert claims.claim(queue, ["tensorflow", False, True, 0, 0, False]) is None
+    assert claims.claim(queue, GROUP) is not None
 
 
 def test_real_failures_are_final_and_killed_runs_come_back(queue):
     run_queue.enqueue(queue, fake_runs("nan", "killed"), set())
-    first, second = run_queue.claim(queue, GROUP), run_queue.claim(queue, GROUP)
+    first, second = claims.claim(queue, GROUP), claims.claim(queue, GROUP)
     by_key = {t.user_attrs["run_key"]: t for t in (first, second)}
     by_key["nan"].set_user_attr(run_queue.REAL_FAILURE, "loss became nan")
     queue.tell(by_key["nan"], state=TrialState.FAIL)
@@ -102,21 +102,21 @@ def test_real_failures_are_final_and_killed_runs_come_back(queue):
 
 def test_a_dead_workers_trial_is_retried_after_its_heartbeat_stops(queue):
     run_queue.enqueue(queue, fake_runs("a"), set())
-    trial = run_queue.claim(queue, GROUP)
-    assert trial is not None and run_queue.claim(queue, GROUP) is None
+    trial = claims.claim(queue, GROUP)
+    assert trial is not None and claims.claim(queue, GROUP) is None
     time.sleep(run_queue.GRACE_S + 1.5)  # the worker "died": no heartbeat
     run_queue.fail_stale(queue)
-    retry = run_queue.claim(queue, GROUP)
+    retry = claims.claim(queue, GROUP)
     assert retry is not None and retry.user_attrs["run_key"] == "a" and retry.number != trial.number
 
 
 def test_a_live_workers_trial_is_not_taken(queue):
     run_queue.enqueue(queue, fake_runs("a"), set())
-    trial = run_queue.claim(queue, GROUP)
+    trial = claims.claim(queue, GROUP)
     with run_queue.heartbeat(trial):
         time.sleep(run_queue.GRACE_S + 1.5)
         run_queue.fail_stale(queue)
-        assert run_queue.claim(queue, GROUP) is None
+        assert claims.claim(queue, GROUP) is None
     queue.tell(trial, 0.5)
     assert run_queue.status(queue)["done"] == 1
 
@@ -144,9 +144,9 @@ def test_processes_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path):
 
 def test_status_counts_a_dead_workers_trial_as_stale_and_gives_no_eta_without_a_live_worker(queue):
     run_queue.enqueue(queue, fake_runs("done", "live", "dead", "waiting"), set())
-    done = run_queue.claim(queue, GROUP)
+    done = claims.claim(queue, GROUP)
     queue.tell(done, 1.0)
-    live, _dead = run_queue.claim(queue, GROUP), run_queue.claim(queue, GROUP)
+    live, _dead = claims.claim(queue, GROUP), claims.claim(queue, GROUP)
     assert live.user_attrs[run_queue.WORKER].endswith(f":{os.getpid()}")
     with run_queue.heartbeat(live):
         time.sleep(run_queue.GRACE_S + 1.5)  # `dead` sends no heartbeat
@@ -162,9 +162,9 @@ def test_status_counts_a_dead_workers_trial_as_stale_and_gives_no_eta_without_a_
 
 def test_an_interrupted_trial_is_given_back_as_waiting_without_counting_as_a_retry(queue):
     run_queue.enqueue(queue, fake_runs("a"), set())
-    trial = run_queue.claim(queue, GROUP)
+    trial = claims.claim(queue, GROUP)
     run_queue.give_back(queue, trial)
-    again = run_queue.claim(queue, GROUP)
+    again = claims.claim(queue, GROUP)
     assert again.user_attrs["run_key"] == "a" and again.number != trial.number
     assert run_queue.retries_left(again)
     assert run_queue.enqueue(queue, fake_runs("a"), set()) == 0  # a resume does not queue it twice
@@ -173,7 +173,7 @@ def test_an_interrupted_trial_is_given_back_as_waiting_without_counting_as_a_ret
 def test_out_of_memory_is_retried_at_most_max_retry_times(queue):
     run_queue.enqueue(queue, fake_runs("a"), set())
     attempts = 0
-    while (trial := run_queue.claim(queue, GROUP)) is not None:
+    while (trial := claims.claim(queue, GROUP)) is not None:
         attempts += 1
         assert run_queue.retries_left(trial) == (attempts <= run_queue.MAX_RETRY)
         if run_queue.retries_left(trial):
