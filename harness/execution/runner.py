@@ -124,12 +124,8 @@ class GroupWorker:
             if STOP_REQUESTED.is_set():
                 raise KeyboardInterrupt
             trial = claimer.claim()
-            if trial is None:
-                if tuple(group) not in run_queue.group_counts(queue):
-                    return
-                time.sleep(run_queue.HEARTBEAT_S)  # others are still training: a dead one's trial comes back
-                run_queue.fail_stale(queue)
-                continue
+            if trial is None:  # what is still RUNNING is live workers' (the parent waits for them) or dead ones'
+                return  # (the parent retries those once their heartbeat is stale): no reason to stay and poll
             run = runs.get(trial.user_attrs[run_queue.RUN_KEY])
             if run is not None and run.config.execution.batch_seeds > 1:
                 companions = claimer.claim_companions(trial, run.config.execution.batch_seeds - 1)

@@ -170,10 +170,11 @@ class Batch:
                 clock = time.perf_counter()
                 losses, accuracies = self._epoch([order[epoch] for order in orders], inputs, device_labels)
                 logits = self._logits(inputs)
+                elapsed = time.perf_counter() - clock
                 for lane, history in enumerate(histories):
-                    history.append({"epoch": len(history) + 1, "stage": stage.name,
-                                    "epoch_time_s": time.perf_counter() - clock, "loss": float(losses[lane]),
-                                    "accuracy": float(accuracies[lane]), **self._validation(lane, logits[lane], labels)})
+                    history.append({"epoch": len(history) + 1, "stage": stage.name, "epoch_time_s": elapsed,
+                                    "loss": float(losses[lane]), "accuracy": float(accuracies[lane]),
+                                    **self._validation(lane, logits[lane], labels)})
                     if not failures[lane] and not math.isfinite(losses[lane]):
                         failures[lane] = (f"loss became {losses[lane]} in epoch {len(history)} "
                                           f"(stage '{stage.name}')")
