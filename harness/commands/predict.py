@@ -22,7 +22,15 @@ from harness.commands.common import positive, study_argument
 from harness.errors import HarnessError
 from harness.files import write_atomic
 from harness.study.design import effective_seeds, make_run, resolve_stages, stable_hash
-from harness.study.spec import SEED_SOURCES, EvaluationConfig, RunConfig, StudySpec, load_spec, parse_spec
+from harness.study.spec import (
+    SEED_SOURCES,
+    EvaluationConfig,
+    ExecutionConfig,
+    RunConfig,
+    StudySpec,
+    load_spec,
+    parse_spec,
+)
 
 STUDIES_DIR = Path("studies")  # where a study the store has never seen is looked up by name
 ROLE_PREDICT = "predict"
@@ -82,7 +90,8 @@ def ensemble_members(chosen: Chosen, k: int, fingerprint: str, image_size: int =
     """K planned runs of one config on every labelled row, differing only in init, order, augment, dropout seeds."""
     fresh = [s for s in SEED_SOURCES if s != "split"]  # no split to vary: every row trains
     seeds = chosen.config.seeds.model_copy(update={"fresh": fresh})
-    config = chosen.config.model_copy(update={"seeds": seeds, "evaluation": EvaluationConfig(method="all")})
+    config = chosen.config.model_copy(update={"seeds": seeds, "evaluation": EvaluationConfig(method="all"),
+                                              "execution": ExecutionConfig()})  # trained one at a time
     stages = resolve_stages(config, image_size)
     return [make_run(chosen.spec.name, member, {}, config, effective_seeds(config, member), stages, fingerprint)
             for member in range(k)]

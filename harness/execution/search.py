@@ -26,7 +26,7 @@ from harness.study.design import (
     make_run,
     resolve_stages,
 )
-from harness.study.spec import SEED_SOURCES, ParamSpace, StudySpec, parse_spec
+from harness.study.spec import SEED_SOURCES, ExecutionConfig, ParamSpace, StudySpec, parse_spec
 
 PROCESS_SETTINGS = ("backend", "determinism.op_determinism", "determinism.env_flags", "determinism.intra_op_threads",
                     "determinism.inter_op_threads", "determinism.tf32")
@@ -62,8 +62,9 @@ def suggest(trial: Any, key: str, param: ParamSpace) -> Any:
 
 
 def trial_run(spec: StudySpec, overrides: dict[str, Any], fingerprint: str) -> PlannedRun:
-    """A search trial as a planned run: replicate 0, the base seeds, the searched values as its factors."""
-    config = apply_overrides(spec.base, overrides, "search.space")
+    """A search trial as a planned run: replicate 0, the base seeds, the searched values as its factors. A trial is
+    one training (the pruner follows it epoch by epoch), so it is one at a time whatever `execution` says."""
+    config = apply_overrides(spec.base, overrides, "search.space").model_copy(update={"execution": ExecutionConfig()})
     labels = {key: level_label(value) for key, value in overrides.items()}
     return make_run(spec.name, 0, labels, config, effective_seeds(config, 0), resolve_stages(config), fingerprint)
 
