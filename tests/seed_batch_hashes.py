@@ -1,16 +1,18 @@
 """Train a seed-batched study's runs in one fresh jax process: all in one batch, two of them in another order, the
-first alone in a padded batch and alone one at a time; print weights hashes and loss curves as JSON.
+first alone in a padded batch and alone one at a time, and two with a diverging learning rate; print weights
+hashes, loss curves and the diverging runs' outcomes as JSON.
 
 Used by test_seed_batch.py: `python tests/seed_batch_hashes.py SPEC`.
 """
 
 import json
 import sys
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from harness.execution.prepared import prepare
-from harness.study.spec import load_spec
+from harness.study.spec import TrainingConfig, load_spec
 from harness.training import determinism
 
 
@@ -34,8 +36,11 @@ def main(spec_path: str, cache_dir: Path) -> None:
     lane = train_batch(runs[:1], *data)[0]  # no companions: padded with copies of itself
     alone = train_run(runs[0], *data)
     curves = {name: [row["loss"] for row in result.history] for name, result in (("lane", lane), ("alone", alone))}
+    diverging = [replace(run, config=run.config.model_copy(update={"training": TrainingConfig(
+        optimizer="sgd", learning_rate=1e30, batch_size=32)})) for run in runs[:2]]
+    failed = [[result.status, result.failure_reason] for result in train_batch(diverging, *data)]
     print(json.dumps({"together": together, "regrouped": regrouped, "padded": {lane.run.run_key: lane.weights_hash},
-                      "curves": curves}))
+                      "curves": curves, "diverging": failed}))
 
 
 if __name__ == "__main__":

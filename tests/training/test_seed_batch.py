@@ -87,6 +87,9 @@ def test_seed_batched_study_runs_reports_and_reproduces_in_fresh_processes(tmp_p
     assert {**out["regrouped"], **out["padded"]}.items() <= hashes.items() and len(out["regrouped"]) == 2
     # a lane trains what the run trains alone: same data order, seeds and optimizer; only kernels differ
     np.testing.assert_allclose(out["curves"]["lane"], out["curves"]["alone"], rtol=1e-4)
+    # a diverging lane is a FAILED run with its reason, not an error of the batch
+    assert [status for status, _ in out["diverging"]] == ["FAILED", "FAILED"]
+    assert all(reason.startswith("loss became nan in epoch") for _, reason in out["diverging"]), out["diverging"]
 
     report = cli("report", "s.yaml")
     assert report.returncode == 0, report.stderr[-3000:]
