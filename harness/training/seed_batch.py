@@ -172,16 +172,20 @@ class Batch:
                 logits = self._logits(inputs)
                 elapsed = time.perf_counter() - clock
                 for lane, history in enumerate(histories):
+                    if failures[lane]:  # stopped, as TerminateOnNaN stops a run alone: its lane runs on unread
+                        continue
                     history.append({"epoch": len(history) + 1, "stage": stage.name, "epoch_time_s": elapsed,
                                     "loss": float(losses[lane]), "accuracy": float(accuracies[lane]),
                                     **self._validation(lane, logits[lane], labels)})
-                    if not failures[lane] and not math.isfinite(losses[lane]):
+                    if not math.isfinite(losses[lane]):
                         failures[lane] = (f"loss became {losses[lane]} in epoch {len(history)} "
                                           f"(stage '{stage.name}')")
                 kill_point("epoch")  # crash tests: SIGKILL in the middle of a training
                 fault_point("epoch")
                 if STOP_REQUESTED.is_set():
                     raise KeyboardInterrupt
+                if all(failures):
+                    return self._results(ids, histories, failures, logits, time.perf_counter() - started)
         return self._results(ids, histories, failures, logits, time.perf_counter() - started)
 
     def _stage_orders(self, run: PlannedRun, train_rows: np.ndarray, stage_index: int, epochs: int) -> list[Any]:
