@@ -201,18 +201,19 @@ class Batch:
 
         rows = np.stack(orders)  # K × n_train
         batch = self.runs[0].config.training.batch_size
-        loss_sum, correct = np.zeros(self.lanes_count), np.zeros(self.lanes_count)
+        losses, hits = [], []  # kept on the device: reading them each step would wait for every step
         state = self.state
         for begin in range(0, self.n_train, batch):
             chunk = jnp.asarray(rows[:, begin:begin + batch])
-            *variables, loss, hits = self.train_step(state.trainable, state.non_trainable, state.optimizer, chunk,
-                                                     inputs, labels)
+            *variables, loss, correct = self.train_step(state.trainable, state.non_trainable, state.optimizer, chunk,
+                                                        inputs, labels)
             state = Lanes(*variables)
-            loss_sum += np.asarray(loss) * chunk.shape[1]
-            correct += np.asarray(hits)
+            losses.append(loss * chunk.shape[1])
+            hits.append(correct)
         self.state = state
         count = len(self.runs)
-        return list(loss_sum[:count] / self.n_train), list(correct[:count] / self.n_train)
+        loss_sum, correct_sum = np.asarray(jnp.stack(losses).sum(axis=0)), np.asarray(jnp.stack(hits).sum(axis=0))
+        return list(loss_sum[:count] / self.n_train), list(correct_sum[:count] / self.n_train)
 
     def _logits(self, inputs: Any) -> np.ndarray:
         """Every run's validation logits (runs × n_val × classes), on its own validation rows."""
