@@ -127,13 +127,9 @@ class GroupWorker:
             if trial is None:  # what is still RUNNING is live workers' (the parent waits for them) or dead ones'
                 return  # (the parent retries those once their heartbeat is stale): no reason to stay and poll
             run = runs.get(trial.user_attrs[run_queue.RUN_KEY])
-            if run is not None and run.config.execution.batch_seeds > 1:
-                companions = claimer.claim_companions(trial, run.config.execution.batch_seeds - 1)
-                self.execute_batch([trial, *companions], runs)
-            elif run is not None:
-                self.execute(trial, run)
-            else:
-                self.unknown(trial)
+            lanes = run.config.execution.batch_seeds if run is not None else 1
+            companions = claimer.claim_companions(trial, lanes - 1) if lanes > 1 else []
+            self.execute([trial, *companions], runs)
 
     def unknown(self, trial: Any) -> None:
         from optuna.trial import TrialState
@@ -141,23 +137,10 @@ class GroupWorker:
         trial.set_user_attr(run_queue.REAL_FAILURE, "run key not in the study's current spec")
         self.attached.queue.tell(trial, state=TrialState.FAIL)
 
-    def execute(self, trial: Any, run: PlannedRun) -> None:
-        """Train and tell: done, FAILED for good (its reason recorded), or given back (a stop) or retried (out
-        of memory, at most MAX_RETRY times, like a dead worker's trial)."""
-        if (accuracy := self.logged_before(trial, run)) is not None:
-            self.attached.queue.tell(trial, accuracy)
-            return
-        run_queue.record_levels(trial, run.factors, self.levels)
-        try:
-            result = self.attached.train(trial, run, retry_out_of_memory=run_queue.retries_left(trial))
-        except (KeyboardInterrupt, DiskWriteError):
-            run_queue.give_back(self.attached.queue, trial)
-            raise
-        self.tell(trial, result)
-
-    def execute_batch(self, trials: list[Any], runs: dict[str, PlannedRun]) -> None:
-        """`execute` for the claimed trials of one seed batch: trained together, each told as soon as it is
-        logged; on a stop, those not yet told are given back."""
+    def execute(self, trials: list[Any], runs: dict[str, PlannedRun]) -> None:
+        """Train the claimed trials (one, or one seed batch) and tell each as soon as it is logged: done, FAILED
+        for good, or retried (out of memory, at most MAX_RETRY times, like a dead worker's trial). On a stop,
+        those not yet told are given back."""
         claimed = []
         for trial in trials:
             run = runs.get(trial.user_attrs[run_queue.RUN_KEY])
@@ -178,7 +161,7 @@ class GroupWorker:
 
         retry = all(run_queue.retries_left(trial) for trial, _ in claimed)
         try:
-            self.attached.train_seed_batch(claimed, retry_out_of_memory=retry, on_result=tell)
+            self.attached.train_trials(claimed, retry_out_of_memory=retry, on_result=tell)
         except (KeyboardInterrupt, DiskWriteError):
             for trial, _ in claimed:
                 if trial.number not in told:

@@ -84,30 +84,34 @@ class Attached:
     def images_for(self, stage: Any) -> Any:
         return self.data.images_for(stage, self.cache_dir)
 
-    def train(self, trial: Any, run: Any, on_epoch: Callable[[int, float], bool] | None = None,
-              retry_out_of_memory: bool = False) -> Any:
-        """Train one claimed trial under a heartbeat and log it as a child run. A stop signal marks the child
-        KILLED; so does an out-of-memory failure that will be retried (`retry_out_of_memory`), else FAILED."""
-        from harness.training.train import train_run
-
-        def one(runs: list[Any]) -> list[Any]:
-            return [train_run(runs[0], self.data.ids, self.data.digits, self.images_for, on_epoch=on_epoch,
-                              side=self.data.side, n_classes=self.data.n_classes)]
-
+    def train(self, trial: Any, run: Any, on_epoch: Callable[[int, float], bool]) -> Any:
+        """Train one claimed trial alone, `on_epoch` hearing each epoch's validation accuracy (a pruner may stop
+        it), and log it as a child run; its result."""
         results: list[Any] = []
-        self.train_claimed([(trial, run)], one, retry_out_of_memory, lambda _trial, result: results.append(result))
+        self.train_claimed([(trial, run)], lambda runs: [self._train_one(runs[0], on_epoch)], False,
+                           lambda _trial, result: results.append(result))
         return results[0]
 
-    def train_seed_batch(self, claimed: list[tuple[Any, Any]], retry_out_of_memory: bool,
-                         on_result: Callable[[Any, Any], None]) -> None:
-        """Train claimed trials of one seed batch together (harness.training.seed_batch), each its own child run."""
-        from harness.training.seed_batch import train_batch
+    def train_trials(self, claimed: list[tuple[Any, Any]], retry_out_of_memory: bool,
+                     on_result: Callable[[Any, Any], None]) -> None:
+        """Train claimed trials, one alone or one seed batch together (harness.training.seed_batch, when their
+        runs ask for `execution.batch_seeds` > 1), each its own child run."""
+        if claimed[0][1].config.execution.batch_seeds > 1:
+            from harness.training.seed_batch import train_batch
 
-        def together(runs: list[Any]) -> list[Any]:
-            return train_batch(runs, self.data.ids, self.data.digits, self.images_for, side=self.data.side,
-                               n_classes=self.data.n_classes)
+            def trainer(runs: list[Any]) -> list[Any]:
+                return train_batch(runs, self.data.ids, self.data.digits, self.images_for, side=self.data.side,
+                                   n_classes=self.data.n_classes)
+        else:
+            def trainer(runs: list[Any]) -> list[Any]:
+                return [self._train_one(run) for run in runs]
+        self.train_claimed(claimed, trainer, retry_out_of_memory, on_result)
 
-        self.train_claimed(claimed, together, retry_out_of_memory, on_result)
+    def _train_one(self, run: Any, on_epoch: Callable[[int, float], bool] | None = None) -> Any:
+        from harness.training.train import train_run
+
+        return train_run(run, self.data.ids, self.data.digits, self.images_for, on_epoch=on_epoch,
+                         side=self.data.side, n_classes=self.data.n_classes)
 
     def train_claimed(self, claimed: list[tuple[Any, Any]], trainer: Callable[[list[Any]], list[Any]],
                       retry_out_of_memory: bool, on_result: Callable[[Any, Any], None]) -> None:
