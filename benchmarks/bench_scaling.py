@@ -15,7 +15,16 @@ import os
 import tempfile
 from pathlib import Path
 
-from common import describe, harness_run, median, result, study_spec, training_span
+from common import (
+    cores_per_training,
+    describe,
+    finished_wall_times,
+    harness_run,
+    median,
+    result,
+    study_spec,
+    training_span,
+)
 
 
 def main() -> None:
@@ -34,6 +43,8 @@ def main() -> None:
 
     wall: dict[str, list[float]] = {"workers_1": [], "workers_2": []}
     span: dict[str, list[float]] = {"workers_1": [], "workers_2": []}
+    cores_used: dict[str, list[float]] = {"workers_1": [], "workers_2": []}
+    training: dict[str, list[float]] = {"workers_1": [], "workers_2": []}
     print(
         f"scaling: {args.trainings} trainings, {args.n} images, {args.epochs} epochs, {cores} cores; "
         f"intra_op_threads {cores} (1 worker) / {max(1, cores // 2)} (2 workers), inter_op_threads 1"
@@ -44,10 +55,19 @@ def main() -> None:
             seconds, folder = harness_run(spec(workers), tmp, workers)
             wall[f"workers_{workers}"].append(seconds)
             span[f"workers_{workers}"].append(training_span(folder, "scaling"))
+            cores_used[f"workers_{workers}"].append(cores_per_training(folder, "scaling"))
+            training[f"workers_{workers}"].append(median(finished_wall_times(folder, "scaling")))
     print("  wall " + describe(wall))
     print("  training span " + describe(span))
+    print("  one training's seconds (median of a study) " + describe(training))
+    print("  cores one training keeps busy (its worker's CPU seconds / wall seconds) " + describe(cores_used, unit=""))
     result("scaling.speedup_2_workers", median(wall["workers_1"]) / median(wall["workers_2"]), ">= 1.6")
     result("scaling.speedup_2_workers_training_span", median(span["workers_1"]) / median(span["workers_2"]))
+    result("scaling.cores_per_training_1_worker", median(cores_used["workers_1"]),
+           note=f"intra_op_threads {cores}: how much of the machine one worker already uses")
+    result("scaling.cores_per_training_2_workers", median(cores_used["workers_2"]), note="intra_op_threads 1 each")
+    result("scaling.training_slowdown_2_workers", median(training["workers_2"]) / median(training["workers_1"]),
+           note="seconds per training, 2 workers side by side / 1 worker alone")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, finished_trainings, median, result, run_timed
+from common import REPO, cores_per_training, finished_trainings, median, result, run_timed
 
 REAL_CSV = REPO.parent / "shared" / "data" / "dacon2020" / "train.csv.gz"
 STRETCHED, BINARIZED = ["stretch"], ["stretch", "binarize", "erode"]
@@ -67,6 +67,7 @@ def main() -> None:
 
     def harness(label: str, workers: int, op_determinism: bool, backend: str = "tensorflow",
                 batch_seeds: int = 1) -> tuple[float, list[float]]:
+        """Seconds of the whole `harness run`, and each training's seconds; prints the cores a training used."""
         folder = tmp / label
         folder.mkdir()
         (folder / "study.yaml").write_text(study("study", csv, args.seeds, args.epochs, op_determinism, backend,
@@ -77,6 +78,7 @@ def main() -> None:
         seconds = time.perf_counter() - started
         runs = finished_trainings(folder, "study")
         assert len(runs) == args.seeds, f"{label}: {len(runs)} of {args.seeds} finished"
+        print(f"  ({label}: {seconds:.1f} s; one training kept {cores_per_training(folder, 'study'):.2f} cores busy)")
         return seconds, [r.data.metrics["wall_time_s"] for r in runs]
 
     print(f"study: {args.seeds} seeds, {args.epochs}+{args.epochs} epochs, data {csv}")

@@ -139,6 +139,13 @@ def finished_wall_times(folder: Path, experiment: str) -> list[float]:
     return [r.data.metrics["wall_time_s"] for r in finished_trainings(folder, experiment)]
 
 
+def cores_per_training(folder: Path, experiment: str) -> float:
+    """Median over a study folder's FINISHED trainings of `cpu_time_s` / `wall_time_s`: the cores one training
+    kept busy (its worker process's CPU time, every thread)."""
+    return median([r.data.metrics["cpu_time_s"] / r.data.metrics["wall_time_s"]
+                   for r in finished_trainings(folder, experiment)])
+
+
 def training_span(folder: Path, experiment: str) -> float:
     """Seconds from the first training's start to the last one's end: the study without process start-up."""
     runs = finished_trainings(folder, experiment)

@@ -195,7 +195,8 @@ def finish_child(client: Any, run_id: str, result: Any) -> None:
     from harness.files import kill_point
 
     now = int(time.time() * 1000)
-    final = {"accuracy": result.accuracy, "loss": result.loss, "wall_time_s": result.wall_time_s}
+    final = {"accuracy": result.accuracy, "loss": result.loss, "wall_time_s": result.wall_time_s,
+             "cpu_time_s": result.cpu_time_s}
     metrics = [Metric(key, float(value), now, 0) for key, value in final.items() if math.isfinite(value)]
     for row in result.history:
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s"):

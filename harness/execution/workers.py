@@ -116,7 +116,11 @@ class Attached:
     def train_claimed(self, claimed: list[tuple[Any, Any]], trainer: Callable[[list[Any]], list[Any]],
                       retry_out_of_memory: bool, on_result: Callable[[Any, Any], None]) -> None:
         """Train claimed (trial, run) pairs with `trainer` under their heartbeats; log each as a child run and
-        hand each result to `on_result` as soon as it is logged (so the queue hears of it before the next)."""
+        hand each result to `on_result` as soon as it is logged (so the queue hears of it before the next).
+
+        Each run's `cpu_time_s` is this process's CPU time over the training (every thread: the backend's pools,
+        the input pipeline), its share for a seed batch: with `wall_time_s` it says how many cores a training
+        kept busy, which is what decides how many workers a machine can run side by side."""
         from dataclasses import replace
 
         with contextlib.ExitStack() as beating:
@@ -127,8 +131,11 @@ class Attached:
                                                                self.environment, trial.number)
                 trial.set_user_attr("mlflow_run_id", open_runs[trial.number])
             try:
+                cpu_started = time.process_time()
                 results = trainer([run for _, run in claimed])
+                cpu_share = (time.process_time() - cpu_started) / len(claimed)
                 for (trial, _), lease, result in zip(claimed, leases, results, strict=True):
+                    result = replace(result, cpu_time_s=cpu_share)
                     if result.out_of_memory and retry_out_of_memory:
                         result = replace(result, status="KILLED", failure_reason=f"{result.failure_reason}; retried")
                     run_id = open_runs.pop(trial.number)

@@ -39,6 +39,7 @@ class RunResult:
     loss: float = math.nan
     weights_hash: str = ""
     wall_time_s: float = 0.0
+    cpu_time_s: float = math.nan  # CPU seconds of the training process over the training, all threads (workers.py)
     history: list[dict[str, Any]] = field(default_factory=list)
     predictions: pd.DataFrame | None = None
     determinism: dict[str, Any] = field(default_factory=dict)

@@ -1,5 +1,6 @@
 """End to end: a real tiny study through `python -m harness run` into a real MLflow store."""
 
+import os
 import shutil
 
 import optuna
@@ -38,6 +39,8 @@ def test_quick_study_lands_in_mlflow_and_reruns_add_nothing(tmp_path, cli):
     assert child.data.params["model.filters"] == "16" and "seeds.init" in child.data.params
     assert min(c.data.metrics["accuracy"] for c in children) >= 0.8  # the demo shows a network that learns
     assert child.data.metrics["wall_time_s"] > 0
+    # the worker's CPU time over the training: every thread, so at most all cores for the whole training
+    assert 0 < child.data.metrics["cpu_time_s"] <= (os.cpu_count() or 1) * child.data.metrics["wall_time_s"] + 1
     curve = client.get_metric_history(child.info.run_id, "epoch_val_accuracy")
     assert [m.step for m in curve] == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
