@@ -16,7 +16,7 @@ import json
 import sys
 import time
 
-from common import cnn_flops_per_example, median, python_json, quiet_tensorflow, quiet_tf_logger, result
+from common import cnn_flops_per_example, median, peak_flops, python_json, quiet_tensorflow, quiet_tf_logger, result
 
 # (name, batch size, input path, jit_compile); "harness" is train.py's tf.data shuffle → batch → prefetch
 VARIANTS = [
@@ -28,26 +28,6 @@ VARIANTS = [
 ]
 # (name, intra_op_threads, op_determinism): process-level settings
 PROCESSES = [("intra2_det_on", 2, True), ("intra2_det_off", 2, False), ("intra1_det_off", 1, False)]
-
-
-def peak_flops() -> dict[str, float]:
-    import numpy as np
-    import tensorflow as tf
-
-    size = 2048
-    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
-    ta = tf.constant(a)
-    flops = 2.0 * size**3
-    out = {}
-    for name, call in (("numpy", lambda: a @ a), ("tf", lambda: tf.matmul(ta, ta).numpy())):
-        call()
-        times = []
-        for _ in range(5):
-            started = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - started)
-        out[name] = flops / median(times)
-    return out
 
 
 def child(n: int, epochs: int, intra: int, op_determinism: bool, repeats: int) -> None:

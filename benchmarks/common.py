@@ -166,3 +166,24 @@ def cnn_flops_per_example(model: Any) -> float:
         elif isinstance(layer, keras.layers.Dense):
             total += 2.0 * layer.input.shape[-1] * layer.units
     return total
+
+
+def peak_flops() -> dict[str, float]:
+    """FLOP/s of a float32 2048×2048 matmul (2·2048³ FLOPs a call, median of 5) by numpy and by tf.matmul."""
+    import numpy as np
+    import tensorflow as tf
+
+    size = 2048
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    ta = tf.constant(a)
+    flops = 2.0 * size**3
+    out = {}
+    for name, call in (("numpy", lambda: a @ a), ("tf", lambda: tf.matmul(ta, ta).numpy())):
+        call()
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+        out[name] = flops / median(times)
+    return out

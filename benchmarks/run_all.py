@@ -1,4 +1,4 @@
-"""Run every benchmark in turn (about 20 minutes on 2 cores) and print every ratio at the end.
+"""Run every benchmark in turn (about 30 minutes on 2 cores) and print every ratio at the end.
 
 Each `bench_*.py` runs in its own process and prints `RESULT name = value [target ...]` lines; this script
 echoes their output and then prints the machine, the versions and all results together.
@@ -20,7 +20,7 @@ from importlib.metadata import version
 
 from common import REPO, subprocess_env
 
-BENCHMARKS = ["overhead", "throughput", "study", "preprocess", "scaling", "hardware", "determinism"]
+BENCHMARKS = ["overhead", "throughput", "study", "preprocess", "scaling", "hardware", "determinism", "seed_batch"]
 NOISE = re.compile(r"^(I0000|E0000|W0000|WARNING: All log messages|To enable the following|.*UserWarning|  self\.)")
 
 
