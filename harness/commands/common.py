@@ -53,7 +53,7 @@ def open_training(spec: StudySpec, args: Any) -> tuple[Any, Any, Any, int]:
     written to either store until the study is prepared (spec, data, splits) and its device is there.
     """
     from harness import tracking
-    from harness.execution import prepared, run_queue, workers
+    from harness.execution import fork_server, prepared, run_queue
     from harness.study.design import study_backends
 
     count = worker_count(args.workers, args.storage)
@@ -61,7 +61,7 @@ def open_training(spec: StudySpec, args: Any) -> tuple[Any, Any, Any, int]:
     prepared.apply_device(spec)
     # the server imports the backend (~9 s of CPU) on the second core while this process loads the data, checks
     # the splits and opens both stores (~8 s): started last, a 1-training study took 22 s, first, 15 s
-    workers.start_process_server(study_backends(spec))
+    fork_server.start_process_server(study_backends(spec))
     study = prepared.prepare(spec)
     client = tracking.connect(args.tracking_uri or spec.tracking.uri)
     return study, client, run_queue.open_storage(args.storage), count

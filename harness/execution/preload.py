@@ -1,7 +1,7 @@
 """What the fork server imports before it forks training processes: the study's backend and every library a
 training process needs, once per command instead of once per process.
 
-`execution.workers.start_process_server` names this module as the server's preload. Each training process then
+`execution.fork_server.start_process_server` names this module as the server's preload. Each training process then
 starts with TensorFlow (~9 s of CPU), MLflow's SQL store, Optuna and scikit-learn (~4.5 s more) already imported.
 The backend is imported only when the study has one (PRELOAD_BACKEND): importing it imports Keras, which then
 keeps that backend, so a study that mixes backends gets the libraries but not the backend. TensorFlow logs from
@@ -14,7 +14,7 @@ import importlib
 import os
 
 from harness.env import native_stderr_silenced
-from harness.execution.workers import PRELOAD_BACKEND
+from harness.execution.fork_server import PRELOAD_BACKEND
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as tracking.connect: no telemetry thread to fork

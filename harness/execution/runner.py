@@ -44,31 +44,44 @@ def run_study(study: Study, client: Any, storage: Any, count: int = 1, progress:
 
 def drain(queue: Any, storage_url: str, client: Any, count: int, total: int | None = None,
           progress: bool = True) -> None:
-    """Run worker processes, one process group at a time, until no trial is waiting or running.
+    """Keep `count` worker processes training until no trial is waiting or running.
 
-    TensorFlow fixes threads and determinism per process, so each group (runs sharing those settings) gets its
-    own processes. A worker that dies is replaced; its trial is retried once its heartbeat goes stale.
+    TensorFlow fixes threads and determinism per process, so a worker trains one process group (runs sharing
+    those settings) and exits when nothing of it is waiting. Its place goes at once to a new worker for a group
+    that still has waiting trials, so one group's last trainings overlap the next group's first instead of
+    leaving cores idle at every group's end. A worker that dies is replaced; its trial is retried once its
+    heartbeat goes stale.
     """
     from tqdm import tqdm
 
     exp_id = queue.user_attrs["experiment_id"]
     bar = tqdm(total=total, unit="run", desc=queue.study_name, disable=not progress, file=sys.stderr)
+    cache_dir = CACHE_DIR.resolve()
     try:
         while groups := run_queue.group_counts(queue):
-            waiting = [group for group, counts in groups.items() if counts["WAITING"]]
-            if not waiting:  # only RUNNING trials left: other machines' or dead workers' (stale soon)
+            if _waiting_group(groups) is None:  # only RUNNING trials left: other machines' or dead workers'
                 _wait_for_stale(queue, client, exp_id, bar)
                 continue
-            group = list(waiting[0])
-            args = (storage_url, queue.study_name, group, client.tracking_uri, CACHE_DIR.resolve())
-            workers.supervise(train_group, lambda _index, args=args: args, count,
-                              work_left=lambda group=group: tuple(group) in run_queue.group_counts(queue),
+            last = [_waiting_group(groups)]
+
+            def args_of(_index: int, last: list = last) -> tuple:
+                last[0] = _waiting_group(run_queue.group_counts(queue)) or last[0]  # none: it exits at once
+                return storage_url, queue.study_name, list(last[0]), client.tracking_uri, cache_dir
+
+            workers.supervise(train_group, args_of, count,
+                              work_left=lambda: bool(run_queue.group_counts(queue)),
+                              more_work=lambda: _waiting_group(run_queue.group_counts(queue)) is not None,
                               on_tick=lambda: _show_progress(queue, bar),
                               replacements=MAX_REPLACEMENTS_PER_WORKER * count)
     finally:
         _show_progress(queue, bar)
         bar.close()
     tracking.mark_orphans(client, exp_id, live_trials=set())
+
+
+def _waiting_group(groups: dict[tuple, dict[str, int]]) -> tuple | None:
+    """The first process group (in queue order) with a WAITING trial, or None."""
+    return next((group for group, counts in groups.items() if counts["WAITING"]), None)
 
 
 def _wait_for_stale(queue: Any, client: Any, exp_id: str, bar: Any) -> None:

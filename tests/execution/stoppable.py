@@ -17,6 +17,13 @@ def fake_training(out: str, epochs: int = 600) -> None:
             raise KeyboardInterrupt
 
 
+def timed_work(out: str, name: str, epochs: int) -> None:
+    """`epochs` fake epochs, its start and end times in `<name>.start` / `<name>.end` (monotonic clock)."""
+    Path(out, f"{name}.start").write_text(repr(time.monotonic()))
+    fake_training(out, epochs)
+    Path(out, f"{name}.end").write_text(repr(time.monotonic()))
+
+
 def pids(out: Path, suffix: str) -> set[int]:
     return {int(path.stem) for path in out.glob(f"*.{suffix}")}
 

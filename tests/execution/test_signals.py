@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from harness import signals
 from harness.execution import workers
 from tests.conftest import REPO, run_cli
-from tests.execution.stoppable import alive, fake_training, pids
+from tests.execution.stoppable import alive, fake_training, pids, timed_work
 
 SPEC = """
 name: signals
@@ -65,6 +65,22 @@ def test_supervise_stops_every_worker_at_an_epoch_end_when_the_parent_alone_is_s
     started = pids(tmp_path, "started")
     assert len(started) == 2 and pids(tmp_path, "stopped") == started  # stopped cleanly, none replaced
     assert not [pid for pid in started if alive(pid)]
+
+
+def test_a_worker_that_ends_gives_its_place_to_waiting_work_while_the_other_still_runs(tmp_path):
+    """How `run` drains one process group after another: a worker that runs out of its group's trials exits,
+    and a new worker for the next group starts beside the one still training the last trial of the first."""
+    work = [("slow", 30), ("quick", 1), ("next", 1)]  # (name, 0.1-s epochs), handed out in this order
+
+    def args_of(_index: int) -> tuple:
+        name, epochs = work.pop(0)
+        return str(tmp_path), name, epochs
+
+    workers.supervise(timed_work, args_of, 2, work_left=lambda: bool(work), on_tick=lambda: None,
+                      more_work=lambda: bool(work))
+    assert not work
+    times = {path.name: float(path.read_text()) for suffix in ("start", "end") for path in tmp_path.glob(f"*.{suffix}")}
+    assert times["next.start"] < times["slow.end"]  # the freed place went to waiting work, not idle
 
 
 def test_a_worker_stopped_on_its_own_is_not_replaced_and_the_study_stops(tmp_path, parent_handlers):
