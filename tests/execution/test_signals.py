@@ -31,8 +31,11 @@ data: {source: synthetic, n: 200, seed: 0}
 repeats: 2
 base:
   model: {filters: 4, depth: 1, dense_units: 8}
-  stages: {train: {pipeline: [], epochs: 15}}
+  stages: {train: {pipeline: [], epochs: 200}}
 """
+# 200 epochs: the stop lands 1 s into the first training and ends it at that epoch's end, so the length costs
+# nothing; with 15 a training took under 2 s once fit stopped stalling at its end, and the stop could land after
+# both had finished (no KILLED run to check)
 
 
 @pytest.fixture
