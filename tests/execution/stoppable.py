@@ -17,10 +17,14 @@ def fake_training(out: str, epochs: int = 600) -> None:
             raise KeyboardInterrupt
 
 
-def timed_work(out: str, name: str, epochs: int) -> None:
-    """`epochs` fake epochs, its start and end times in `<name>.start` / `<name>.end` (monotonic clock)."""
+def timed_work(out: str, name: str, epochs: int, until: str = "") -> None:
+    """`epochs` fake epochs, or fewer once the file `until` appears in `out`; its start and end times in
+    `<name>.start` / `<name>.end` (monotonic clock)."""
     Path(out, f"{name}.start").write_text(repr(time.monotonic()))
-    fake_training(out, epochs)
+    for _ in range(epochs):
+        if until and Path(out, until).exists():
+            break
+        time.sleep(0.1)
     Path(out, f"{name}.end").write_text(repr(time.monotonic()))
 
 

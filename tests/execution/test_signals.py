@@ -73,17 +73,18 @@ def test_supervise_stops_every_worker_at_an_epoch_end_when_the_parent_alone_is_s
 def test_a_worker_that_ends_gives_its_place_to_waiting_work_while_the_other_still_runs(tmp_path):
     """How `run` drains one process group after another: a worker that runs out of its group's trials exits,
     and a new worker for the next group starts beside the one still training the last trial of the first."""
-    work = [("slow", 30), ("quick", 1), ("next", 1)]  # (name, 0.1-s epochs), handed out in this order
+    # (name, 0.1-s epochs, until): handed out in this order; "slow" runs until "next" has started (at most 120 s)
+    work = [("slow", 1200, "next.start"), ("quick", 1, ""), ("next", 1, "")]
 
     def args_of(_index: int) -> tuple:
-        name, epochs = work.pop(0)
-        return str(tmp_path), name, epochs
+        return str(tmp_path), *work.pop(0)
 
     workers.supervise(timed_work, args_of, 2, work_left=lambda: bool(work), on_tick=lambda: None,
                       more_work=lambda: bool(work))
     assert not work
     times = {path.name: float(path.read_text()) for suffix in ("start", "end") for path in tmp_path.glob(f"*.{suffix}")}
-    assert times["next.start"] < times["slow.end"]  # the freed place went to waiting work, not idle
+    # the freed place went to waiting work while "slow" still ran (it did not run out its 120 s waiting)
+    assert times["next.start"] < times["slow.end"] < times["slow.start"] + 100
 
 
 def test_a_worker_stopped_on_its_own_is_not_replaced_and_the_study_stops(tmp_path, parent_handlers):
