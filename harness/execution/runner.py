@@ -59,14 +59,14 @@ def drain(queue: Any, storage_url: str, client: Any, count: int, total: int | No
     cache_dir = CACHE_DIR.resolve()
     try:
         while groups := run_queue.group_counts(queue):
-            if _waiting_group(groups) is None:  # only RUNNING trials left: other machines' or dead workers'
+            first = _waiting_group(groups)
+            if first is None:  # only RUNNING trials left: other machines' or dead workers' (stale soon)
                 _wait_for_stale(queue, client, exp_id, bar)
                 continue
-            last = [_waiting_group(groups)]
 
-            def args_of(_index: int, last: list = last) -> tuple:
-                last[0] = _waiting_group(run_queue.group_counts(queue)) or last[0]  # none: it exits at once
-                return storage_url, queue.study_name, list(last[0]), client.tracking_uri, cache_dir
+            def args_of(_index: int, first: tuple = first) -> tuple:
+                group = _waiting_group(run_queue.group_counts(queue)) or first  # none waiting: it exits at once
+                return storage_url, queue.study_name, list(group), client.tracking_uri, cache_dir
 
             workers.supervise(train_group, args_of, count,
                               work_left=lambda: bool(run_queue.group_counts(queue)),
