@@ -134,6 +134,20 @@ def _analysis_commands(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--alpha", type=_alpha, default=0.05,
                         help="family-wise error rate of the verdict's claims, Holm-controlled (default 0.05)")
 
+    explain = _command(commands, "explain", ("explain", "explain"), "why did these two runs differ? every "
+                       "difference, its effect on accuracy, and the gap against seed noise")
+    explain.add_argument("a", help="run A: an MLflow run ID of a training run, or a run config file (config.json)")
+    explain.add_argument("b", help="run B: the same")
+    explain.add_argument("--repeats", type=int, default=5, help="seed blocks per configuration (default 5)")
+    explain.add_argument("--workers", type=int, default=1, help="local training processes (default 1)")
+    explain.add_argument("--out", type=Path, help="folder for explain.md/json (default: reports/explain-A-B)")
+    _stores(explain)
+    explain.add_argument("--no-train", action="store_true", help="only what differs, and seed noise from the "
+                         "store's replicates; train nothing")
+    explain.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of the intervals, Bonferroni over "
+                         "the effects (default 0.05)")
+    explain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     export = _command(commands, "export", ("report", "export"), "write a study's runs table (CSV) from MLflow")
     export.add_argument("study", help=STUDY_HELP)
     export.add_argument("--out", type=Path, required=True, help="CSV path; predictions go beside it")

@@ -298,3 +298,73 @@ def attach_report(client: Any, exp_id: str, report_dir: Path) -> None:
 
 def finish_parent(client: Any, parent_id: str, status: str = "FINISHED") -> None:
     client.set_terminated(parent_id, status=status)
+
+
+RUN_ID_PATTERN = r"^[0-9a-f]{32}$"  # what MLflow's UI shows as a run's ID
+
+
+def training_run(client: Any, run_id: str, label: str) -> dict[str, Any]:
+    """A stored training for `harness explain`: its resolved config, accuracy, weights hash, environment and its
+    study's spec (text and path, for the data and builder paths). One-line errors for anything else."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise HarnessError(f"{label}: no run {run_id} in {client.tracking_uri}") from None
+    tags = run.data.tags
+    experiment = client.get_experiment(run.info.experiment_id).name
+    if ROLE not in tags:
+        raise HarnessError(f"{label}: run {run_id} (experiment '{experiment}') was not logged by harness; explain "
+                           "takes the training runs of `harness run`, or run config files")
+    if tags[ROLE] != "training":
+        raise HarnessError(f"{label}: run {run_id} is a {tags[ROLE]} run, not a training; pick one of its child runs")
+    if run.info.status != "FINISHED":
+        reason = tags.get("harness.failure_reason") or "no result"
+        raise HarnessError(f"{label}: run {run_id} is {run.info.status} ({reason}); explain compares finished "
+                           "trainings")
+    with tempfile.TemporaryDirectory() as tmp:
+        config = json.loads(Path(client.download_artifacts(run_id, "config.json", tmp)).read_text())
+        parent = tags.get("mlflow.parentRunId")
+        spec_text = Path(client.download_artifacts(parent, "study.yaml", tmp)).read_text() if parent else ""
+    spec_path = client.get_run(parent).data.tags.get(SPEC_PATH, "") if parent else ""
+    return {"run_id": run_id, "experiment": experiment, "resolved": config["resolved"],
+            "accuracy": run.data.metrics.get("accuracy"), "weights_hash": tags.get("harness.weights_hash", ""),
+            "data_fingerprint": tags.get("harness.data_fingerprint", ""), "environment": environment_tags(tags),
+            "spec_text": spec_text, "spec_path": spec_path, "study": tags.get(STUDY, "")}
+
+
+def environment_tags(tags: dict[str, str]) -> dict[str, str]:
+    """What a run recorded of its environment: env.* and the determinism read back (not whether its compiled
+    model was reused, which differs between runs of one process by design)."""
+    return {key: value for key, value in tags.items() if key.startswith("env.")
+            or (key.startswith("determinism.actual.") and key != "determinism.actual.model")}
+
+
+def run_environment(client: Any, run_id: str) -> dict[str, str]:
+    return environment_tags(client.get_run(run_id).data.tags)
+
+
+def name_parent(client: Any, exp_id: str, name: str, tags: dict[str, str]) -> str | None:
+    """Rename a study's parent run (`explain:A..B`) and tag it; returns its ID."""
+    parent_id = find_parent(client, exp_id)
+    if parent_id is not None:
+        client.update_run(parent_id, name=name)
+        for key, value in tags.items():
+            client.set_tag(parent_id, key, value)
+    return parent_id
+
+
+def same_config_runs(client: Any, run_id: str) -> list[dict[str, Any]]:
+    """The finished trainings in a run's experiment with its config but any seeds (itself included): the store's
+    replicates of its configuration, each with its seeds."""
+    def config_of(run: Any) -> tuple:
+        params = {k: v for k, v in run.data.params.items() if not k.startswith(("seeds.", "factor."))}
+        return tuple(sorted(params.items())), run.data.tags.get("harness.data_fingerprint", "")
+
+    mine = client.get_run(run_id)
+    return [{"run_id": run.info.run_id, "accuracy": run.data.metrics.get("accuracy", math.nan),
+             "weights_hash": run.data.tags.get("harness.weights_hash", ""),
+             "seeds": {k.removeprefix("seeds."): v for k, v in run.data.params.items() if k.startswith("seeds.")}}
+            for run in child_runs(client, mine.info.experiment_id)
+            if run.info.status == "FINISHED" and config_of(run) == config_of(mine)]

@@ -1,4 +1,5 @@
-"""The package's shape: imports point down the layers, never up, and no module grows past a screenful or so (300 lines).
+"""The package's shape: imports point down the layers, never up, and no module grows past ~400 lines (STYLE.md:
+a module's length follows its job; one past ~400 usually holds two).
 
 Layers, bottom first; a module may import its own layer and any layer below. `analysis` sits beside the
 training side on purpose: it reads only runs tables, so another team's table can be analysed.
@@ -10,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "harness"
 LAYERS = ["errors", "files", "signals", "env", "devices", "study", "training", "tracking", "analysis", "execution",
           "report", "commands", "cli", "__main__"]
-MAX_LINES = 300
+MAX_LINES = 400
 
 
 def modules() -> dict[str, Path]:
