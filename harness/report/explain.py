@@ -21,7 +21,7 @@ def _acc(x: float | None) -> str:
 
 def _ci(ci: list[float] | None, level: float) -> str:
     return "no interval (fewer than 2 seed blocks)" if ci is None else (
-        f"{level:.1%} CI {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f} pp")
+        f"{100 * level:.3g}% CI {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f} pp")
 
 
 def _value(v: Any) -> str:
@@ -162,7 +162,7 @@ def _reproduction_sentences(ex: dict[str, Any]) -> list[str]:
         lo, hi = rep["interval"]
         out.append(f"Here A's configuration gives {_acc(rep['mean'])} on average (n={rep['n']}); A's "
                    f"{_acc(rep['observed'])} is {'within' if rep['within'] else 'outside'} the 95% prediction "
-                   f"interval of one more run ({_acc(lo)}–{_acc(hi)}).")
+                   f"interval of one more run ({_acc(max(lo, 0.0))}–{_acc(min(hi, 1.0))}).")
     exact = ex.get("exact_rerun")
     if exact:
         same = [side for side in ("A", "B") if exact["weights_hash"] == ex[side.lower()]["weights_hash"]]

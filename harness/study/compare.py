@@ -144,9 +144,8 @@ def plan_points(a: RunRecord, b: RunRecord, diffs: list[Difference]) -> tuple[di
     wanted: dict[str, dict[str, Any]] = {"A": {}}
     if varied:
         wanted["B"] = merge(to_b.values())
-    for key in varied:
-        wanted[f"A+{key}"] = to_b[key]
-        wanted[f"B-{key}"] = merge([*(v for k, v in to_b.items() if k != key), to_a[key]])
+    wanted.update({f"A+{key}": to_b[key] for key in varied})
+    wanted.update({f"B-{key}": merge([*(v for k, v in to_b.items() if k != key), to_a[key]]) for key in varied})
     base = run_config(a)
     points: dict[str, dict[str, Any]] = {}
     roles: dict[str, str] = {}
