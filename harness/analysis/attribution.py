@@ -99,7 +99,7 @@ def attribute(table: pd.DataFrame, roles: dict[str, str], varied: list[str], alp
         if len(varied) > 1:
             out["interaction"] = _interval((b - a) - sum(singles), level)
     if observed_gap is not None:
-        explained = out["config_gap"] or {"effect": 0.0, "ci": [0.0, 0.0]}
+        explained = out["config_gap"] or {"effect": 0.0, "ci": None}  # seeds alone: the whole gap, exactly
         if explained["effect"] is not None:
             residual = observed_gap - explained["effect"]
             ci = None if explained["ci"] is None else sorted(observed_gap - c for c in explained["ci"])

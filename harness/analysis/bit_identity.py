@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from harness.analysis.levels import num
 from harness.analysis.runs_table import factor_columns, finished_runs
@@ -82,5 +83,17 @@ def determinism_cost(df: pd.DataFrame) -> dict[str, Any]:
         fastest = str(means.idxmin())
         out[f] = {"mean_wall_time_s": {str(k): num(v) for k, v in means.items()},
                   "fastest": fastest,
-                  "ratio_to_fastest": {str(k): num(v / means.min()) for k, v in means.items()}}
+                  "ratio_to_fastest": {str(k): num(v / means.min()) for k, v in means.items()},
+                  "ratio_ci": {str(k): _ratio_ci(t[fin[f].astype(str) == str(k)], t[fin[f].astype(str) == fastest])
+                               for k in means.index if str(k) != fastest}}
     return out
+
+
+def _ratio_ci(slow: pd.Series, fast: pd.Series, level: float = 0.95) -> list[float] | None:
+    """95% CI of the ratio of typical wall times: Welch's t on log times, back-transformed (a ratio of
+    geometric means). None with fewer than 2 positive times on either side."""
+    a, b = np.log(slow[slow > 0].dropna()), np.log(fast[fast > 0].dropna())
+    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
+        return None
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence_level=level)
+    return [num(np.exp(ci.low)), num(np.exp(ci.high))]

@@ -22,7 +22,7 @@ from harness.analysis.cv import cross_validation
 from harness.analysis.decomposition import random_effects, seeds_needed, variance_decomposition
 from harness.analysis.failures import failure_table
 from harness.analysis.flips import default_pairs, flip_analysis, load_predictions, settings
-from harness.analysis.levels import level_summary, mean_tests, variance_tests
+from harness.analysis.levels import level_summary, mean_tests, num, variance_tests
 from harness.analysis.multiplicity import control_family
 from harness.analysis.runs_table import (
     design_kind,
@@ -53,6 +53,7 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
         "schema_version": SCHEMA_VERSION, "title": title, "verdict": [], "n_runs": int(len(df)),
         "n_finished": int(len(fin)), "n_failed": int(len(bad)),
         "failed": bad[cols].astype(str).to_dict("records"), "constants": {}, "factors": {},
+        "accuracy": _accuracy_summary(fin),
         "design": {"kind": design_kind(df), "roles": {}, "copies_dropped": distinct_runs(df).attrs["copies_dropped"],
                    "paired": {}},
     }
@@ -88,6 +89,14 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
     rep["multiplicity"] = control_family(verdict_claims(rep), alpha)
     rep["verdict"] = verdict(rep)
     return rep
+
+
+def _accuracy_summary(fin: pd.DataFrame) -> dict[str, Any]:
+    """How much accuracy varies over the finished runs: the number the verdict leads with."""
+    acc = fin["accuracy"].astype(float)
+    return {"n": int(len(acc)), "mean": num(acc.mean()) if len(acc) else None,
+            "std": num(acc.std(ddof=1)) if len(acc) >= 2 else None,
+            "min": num(acc.min()) if len(acc) else None, "max": num(acc.max()) if len(acc) else None}
 
 
 def _seed_values(fin: pd.DataFrame, factor: str) -> bool:

@@ -124,7 +124,7 @@ def verdict(ex: dict[str, Any]) -> list[str]:
         where = ex["gap_vs_noise"]
         tail = ""
         if gap is not None and where["percentile"] is not None:
-            tail = (f"; a gap of {_pp(gap).lstrip('+')} sits at the {where['percentile']:.0f}th percentile of the "
+            tail = (f"; a gap of {_pp(gap).lstrip('+')} sits at percentile {where['percentile']:.0f} of the "
                     f"differences between two such runs ({where['p_as_large']:.0%} of pairs differ at least as much)")
         out.append(f"Seed noise: one run's accuracy varies with std {100 * noise['std']:.2f} pp "
                    f"({noise['n']} runs, {noise['df']} df, {', '.join(ex['block_sources']) or 'no'} seeds drawn "
@@ -146,9 +146,12 @@ def _cause_sentence(row: dict[str, Any], ex: dict[str, Any]) -> str:
         pct = row.get("gap_percentile")
         judged = ("within seed noise" if pct is not None and pct < 95 else
                   "larger than seed noise usually makes" if pct is not None else "not comparable with seed noise")
-        where = f" ({pct:.0f}th percentile of two-seed differences)" if pct is not None else ""
-        return (f"The seeds ({row['key']}) account for {row['effect_pp']:+.2f} pp of the gap, what the configs "
-                f"do not explain ({_ci([c / 100 for c in ci] if ci else None, ex['level'])}): {judged}{where}.")
+        where = f" (percentile {pct:.0f} of the differences between two seeds)" if pct is not None else ""
+        if ci is None:
+            return (f"A and B differ only in their seeds ({row['key']}) here: the gap of {row['effect_pp']:+.2f} pp "
+                    f"is {judged}{where}.")
+        return (f"The seeds ({row['key']}) account for {row['effect_pp']:+.2f} pp of the gap, the part the config "
+                f"differences do not explain ({_ci([c / 100 for c in ci], ex['level'])}): {judged}{where}.")
     beyond = ci is not None and (ci[0] > 0 or ci[1] < 0)
     judged = "beyond seed noise" if beyond else "not distinguishable from seed noise"
     return (f"{row['key']} ({_value(row['a'])} → {_value(row['b'])}): {row['effect_pp']:+.2f} pp "

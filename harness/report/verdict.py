@@ -148,6 +148,36 @@ def _failure_sentences(rep: dict[str, Any]) -> list[str]:
     return out
 
 
+def _lead(rep: dict[str, Any]) -> tuple[str, set[str]]:
+    """The answer first: how much accuracy varies, and its causes by size (those beyond seed noise, Holm), or
+    that none is, with the smallest effect the study could have seen. Returns (sentence, factors it named)."""
+    acc = rep.get("accuracy") or {}
+    spread = "Accuracy"
+    if acc.get("std") is not None:
+        spread = (f"Accuracy varies with std {100 * acc['std']:.2f} pp over {acc['n']} finished runs "
+                  f"({_pct(acc['min'], 2)}–{_pct(acc['max'], 2)})")
+    causes = []
+    for name, f in rep["factors"].items():
+        claim = _claim(rep, name, "mean")
+        bw = best_vs_worst(f) if claim and claim["reject"] else None
+        if bw is not None:
+            causes.append((abs(bw["diff"]), name, bw, claim))
+    causes.sort(key=lambda c: -c[0])
+    if causes:
+        parts = [f"{name}, {_effect_text(bw)}, Holm {fmt_p(claim['p_holm'])}" for _, name, bw, claim in causes]
+        text = f"{spread}; its largest cause is {parts[0]}"
+        if len(parts) > 1:
+            text += "; then " + "; ".join(parts[1:])
+        return text + ".", {name for _, name, _, _ in causes}
+    tested = [name for name in rep["factors"] if _claim(rep, name, "mean")]
+    if not tested:
+        return (f"{spread}." if acc.get("std") is not None else "Accuracy: no finished runs to compare."), set()
+    need = rep.get("seeds_needed") or {}
+    floor = (f": no effect larger than {need['mde_pp']:.2f} pp at {need['power']:.0%} power, the smallest this "
+             "study could have seen" if need.get("mde_pp") is not None else "")
+    return (f"{spread}; no factor ({', '.join(tested)}) changes mean accuracy beyond seed noise{floor}.", set())
+
+
 def _pp_abs(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f} pp"
 
@@ -165,6 +195,8 @@ def verdict(rep: dict[str, Any]) -> list[str]:
     if copies:
         out.append(f"{copies} bit-identical copies (same config_key and weights_hash) count once: "
                    "statistics use distinct trainings only.")
+    lead, named = _lead(rep)
+    out.append(lead)
     if dec["testable"]:
         terms = [t for t in dec["terms"] if t["term"] != RESIDUAL]
         resid = next(t for t in dec["terms"] if t["term"] == RESIDUAL)
@@ -172,17 +204,18 @@ def verdict(rep: dict[str, Any]) -> list[str]:
         ci = top["partial_share_ci"]
         ci_text = (f" (partial share {_pct(top['partial_share'])}, 95% CI {_pct(ci[0])}–{_pct(ci[1])})"
                    if ci and None not in ci else "")
-        text = (f"{top['term']} explains the most accuracy variance: ω² {_pct(max(top['omega_squared'] or 0, 0))}, "
-                f"{_pct(top['share'])} of the total sum of squares{ci_text}")
-        bw = best_vs_worst(factors[top["term"]]) if top["term"] in factors else None
-        out.append(text + (f"; {_effect_text(bw)}." if bw else "."))
+        if (top.get("omega_squared") or 0) > 0:  # a 0% "largest share" is no finding (the lead said so)
+            bw = best_vs_worst(factors[top["term"]]) if top["term"] in factors else None
+            out.append(f"{top['term']} explains the most accuracy variance: ω² {_pct(top['omega_squared'])}, "
+                       f"{_pct(top['share'])} of the total sum of squares{ci_text}"
+                       + (f"; {_effect_text(bw)}." if bw else "."))
         sd = f", residual std {100 * dec['residual_std']:.2f} pp" if dec["residual_std"] is not None else ""
         out.append(f"{RESIDUAL[0].upper() + RESIDUAL[1:]} accounts for {_pct(resid['share'])} of the variance{sd}.")
     else:
         out.append(f"Variance decomposition: {dec['reason']}.")
     for name, f in factors.items():
         claim = _claim(rep, name, "mean")
-        if claim is None or len(f["levels"]) < 2:
+        if claim is None or len(f["levels"]) < 2 or name in named:
             continue
         bw = best_vs_worst(f)
         if bw is None:
@@ -259,7 +292,14 @@ def _determinism_sentences(rep: dict[str, Any]) -> list[str]:
         out.append(f"{ident['n_identical']}/{ident['n_groups']} identically configured groups were bit-identical.")
     for f, c in cost.items():
         slow = max(c["ratio_to_fastest"], key=lambda k: c["ratio_to_fastest"][k] or 0)
-        if slow != c["fastest"]:
+        ci = (c.get("ratio_ci") or {}).get(slow)
+        if slow == c["fastest"] or ci is None:
+            continue
+        times = (f"mean {c['mean_wall_time_s'][slow]:.1f} s vs {c['mean_wall_time_s'][c['fastest']]:.1f} s, "
+                 f"95% CI of the ratio {ci[0]:.2f}–{ci[1]:.2f}")
+        if ci[0] > 1:
             out.append(f"{f}={slow} took {c['ratio_to_fastest'][slow]:.2f}× the wall time of {f}={c['fastest']} "
-                       f"(mean {c['mean_wall_time_s'][slow]:.1f} s vs {c['mean_wall_time_s'][c['fastest']]:.1f} s).")
+                       f"({times}; timings are as loaded as the machine was).")
+        else:
+            out.append(f"Wall time does not differ measurably by {f} ({times}).")
     return out

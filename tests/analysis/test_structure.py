@@ -118,7 +118,8 @@ def test_omega_squared_ranks_without_favouring_many_levels() -> None:
              + rng.normal(0, 0.003)} for i in range(8) for j in range(6)]
     rep = analyze(pd.DataFrame(rows))
     terms = {t["term"]: t for t in rep["decomposition"]["terms"]}
-    assert rep["verdict"][0].startswith("two explains the most accuracy variance")
+    assert rep["verdict"][1].startswith("two explains the most accuracy variance")
+    assert "its largest cause is two" in rep["verdict"][0]
     assert terms["two"]["omega_squared"] > terms["many"]["omega_squared"]
 
 

@@ -12,7 +12,7 @@ import pytest
 from harness.analysis.flips import flip_analysis
 from harness.report.build import build_report
 
-KEYS = {"schema_version", "title", "verdict", "n_runs", "n_finished", "n_failed", "failed", "constants",
+KEYS = {"schema_version", "title", "verdict", "accuracy", "n_runs", "n_finished", "n_failed", "failed", "constants",
         "factors", "decomposition", "random_effects", "identical", "flips", "cross_validation", "seeds_needed", "plots",
         "design", "multiplicity"}
 
@@ -36,7 +36,8 @@ def _study(tmp: Path, rng: np.random.Generator) -> pd.DataFrame:
                     rows.append({"run_key": key, "config_key": f"{det}-{pipe}-{seed}", "status": "FINISHED",
                                  "accuracy": acc,
                                  "weights_hash": f"{det}{pipe}{seed}" + ("" if det == "on" else str(r)),
-                                 "wall_time_s": 30.0 if det == "on" else 12.0, "replicate": r,
+                                 "wall_time_s": (30.0 if det == "on" else 12.0) * (1 + rng.normal(0, 0.03)),
+                                 "replicate": r,
                                  "predictions": f"{key}.csv", "determinism.op_determinism": det,
                                  "preprocess.pipeline": pipe, "seeds.init": str(seed), "data.size": "28"})
     rows.append({"run_key": "boom", "status": "FAILED", "failure_reason": "OOM", "accuracy": np.nan,
@@ -60,7 +61,7 @@ def test_full_report(tmp_path: Path) -> None:
     assert "preprocess.pipeline explains the most accuracy variance" in verdict
     assert "with determinism.op_determinism=on, 8/8" in verdict.lower()
     assert "with determinism.op_determinism=off, 0/8" in verdict
-    assert "2.50× the wall time" in verdict and "runs per group" in verdict
+    assert "× the wall time" in verdict and "95% CI of the ratio" in verdict and "runs per group" in verdict
     for name in ("accuracy_hist.png", "churn.png", "flipped.png", "factor_preprocess.pipeline.png"):
         assert (out / name).stat().st_size > 1000
     assert data["flips"]["n_runs"] == 32 and len(data["flips"]["mcnemar"]) == 16

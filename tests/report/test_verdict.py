@@ -29,3 +29,23 @@ def test_equal_means_still_compare_two_distinct_levels():
     rep = analyze(table({"on": np.array([0.5, 0.52, 0.48]), "off": np.array([0.52, 0.48, 0.5])}, "det"))
     pair = best_vs_worst(rep["factors"]["det"])
     assert {pair["best"], pair["worst"]} == {"on", "off"} and pair["diff"] == 0
+
+
+def test_lead_says_no_effect_with_the_smallest_detectable_and_timing_only_with_its_interval():
+    """A null factor: the verdict leads with the spread and what the study could have seen, never with a 0%
+    'largest share'; a timing difference inside run-to-run noise is no finding."""
+    import numpy as np
+    import pandas as pd
+
+    from harness.report.build import analyze
+
+    rng = np.random.default_rng(3)
+    rows = [{"run_key": f"{det}{i}", "config_key": f"{det}{i}", "determinism.op_determinism": det,
+             "accuracy": 0.9 + rng.normal(0, 0.01), "wall_time_s": 10 * (1 + rng.normal(0, 0.2)), "weights_hash": ""}
+            for det in ("on", "off") for i in range(6)]
+    rep = analyze(pd.DataFrame(rows))
+    lead = rep["verdict"][0]
+    assert lead.startswith("Accuracy varies with std") and "no factor (determinism.op_determinism)" in lead
+    assert "no effect larger than" in lead and "power" in lead
+    assert not any("explains the most accuracy variance: ω² 0.0%" in s for s in rep["verdict"])
+    assert any(s.startswith("Wall time does not differ measurably") for s in rep["verdict"])
