@@ -32,13 +32,33 @@ def snapshot() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
         "tensorflow": package_version("tensorflow"),
+        "numpy": package_version("numpy"),
+        "opencv": package_version("opencv-python-headless"),
         "keras": keras.__version__,
         "keras_backend": backend,
         **backend_build(backend),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),  # device: cpu sets -1
         "git_commit": git_commit(),
+        # variables that change kernels or thread pools without being a run's config (`explain` compares them)
+        "kernel_env": " ".join(f"{name}={os.environ[name]}" for name in KERNEL_ENV if name in os.environ) or "none",
     }
+
+
+KERNEL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+              "TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS")
+
+
+def cpu_model() -> str:
+    """The processor's name (/proc/cpuinfo on Linux): the same code can round differently on another CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def backend_build(backend: str) -> dict[str, str]:

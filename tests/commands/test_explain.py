@@ -16,34 +16,18 @@ from tests.conftest import REPO, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("explain")]
 
-# one-at-a-time from a base at lr 0.005 with a fresh init seed per replicate: lr 0.0003 (a large effect) and
-# `fresh: []` (two identically configured, so bit-identical, runs)
-SPEC = """
-name: lr
-data: {source: digits}
-design: one_at_a_time
-repeats: 2
-base:
-  model: {builder: models/digits_cnn.py:build, args: {width: 8, dropout: 0.1}}
-  training: {batch_size: 64, learning_rate: 0.005}
-  seeds: {fresh: [init]}
-  determinism: {intra_op_threads: 1, inter_op_threads: 1}
-  stages: {train: {pipeline: [], epochs: 3}}
-factors:
-  training.learning_rate: [0.0003]
-  seeds.fresh: [[]]
-"""
-
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
     shutil.copytree(REPO / "studies" / "models", root / "models")
-    (root / "lr.yaml").write_text(SPEC)
+    # studies/learning-rate.yaml, the README's example: one at a time from lr 0.005 with a fresh init seed per
+    # replicate: lr 0.0003 (a large effect) and `fresh: []` (two identically configured, so bit-identical, runs)
+    shutil.copy(REPO / "studies" / "learning-rate.yaml", root / "lr.yaml")
     done = run_cli("run", "lr.yaml", "--no-progress", cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
     client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("lr").experiment_id
+    exp = client.get_experiment_by_name("learning-rate").experiment_id
     runs = {}
     for run in client.search_runs([exp], "tags.`harness.role` = 'training'"):
         tags = run.data.tags
