@@ -11,6 +11,7 @@ import socket
 from typing import Any
 
 from harness.execution.run_queue import BATCH_KEY, PROCESS_KEY, WORKER
+from harness.files import kill_point
 
 
 def claim(queue: Any, process_key: list[Any]) -> Any | None:
@@ -72,10 +73,15 @@ class Claimer:
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
+        storage = self.queue._storage
         try:
-            if self.queue._storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                self.queue._storage.record_heartbeat(trial_id)
-                self.queue._storage.set_trial_user_attr(trial_id, WORKER, f"{socket.gethostname()}:{os.getpid()}")
+            # the heartbeat first: Optuna never counts a RUNNING trial without a heartbeat row as stale, so a worker
+            # killed between the transition and its first beat left the trial RUNNING for ever and `run` waiting.
+            # A beat on a trial another worker then wins is harmless: the winner beats it from then on.
+            storage.record_heartbeat(trial_id)
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                kill_point("claimed")
+                storage.set_trial_user_attr(trial_id, WORKER, f"{socket.gethostname()}:{os.getpid()}")
                 return optuna.Trial(self.queue, trial_id)
         except UpdateFinishedTrialError:
             pass

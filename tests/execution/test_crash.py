@@ -25,10 +25,10 @@ base:
 """
 
 
-def run_killed_once(tmp_path, point: str, *extra: str):
+def run_killed_once(tmp_path, point: str, *extra: str, timeout: int = 600):
     os.environ["HARNESS_KILL_AT"] = f"{point}:{tmp_path / 'fired'}"
     try:
-        return run_cli("run", "crash.yaml", "--no-progress", *extra, cwd=tmp_path, timeout=600)
+        return run_cli("run", "crash.yaml", "--no-progress", *extra, cwd=tmp_path, timeout=timeout)
     finally:
         del os.environ["HARNESS_KILL_AT"]
 
@@ -62,6 +62,17 @@ def test_worker_killed_mid_training_is_replaced_and_its_run_retried(study_dir, p
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2/2 runs finished" in done.stdout
     assert_each_run_finished_once(study_dir, expect_killed=True)
+
+
+@pytest.mark.slow
+def test_worker_killed_right_after_its_claim_does_not_hang_the_study(study_dir):
+    """Killed the moment its trial turned RUNNING, before anything else: the trial must go stale like any dead
+    worker's (it hung `run` for ever while the first heartbeat came after the claim)."""
+    done = run_killed_once(study_dir, "claimed", timeout=300)
+    assert (study_dir / "fired").exists(), "the kill point was never reached"
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2/2 runs finished" in done.stdout
+    assert_each_run_finished_once(study_dir, expect_killed=False, stale_trials=1)
 
 
 @pytest.mark.slow
