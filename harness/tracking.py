@@ -262,6 +262,7 @@ def runs_table(client: Any, exp_id: str, predictions_dir: Path | None = None) ->
             "run_name": run.info.run_name,
             **{key.removeprefix("factor."): value for key, value in tags.items() if key.startswith("factor.")},
             **_design_columns(tags),
+            "environment": environment_label(tags),
         }
         if predictions_dir is not None and run.info.status == "FINISHED":
             row["predictions"] = _download_predictions(client, run.info.run_id, predictions_dir)
@@ -270,6 +271,17 @@ def runs_table(client: Any, exp_id: str, predictions_dir: Path | None = None) ->
     if table.empty:
         return table
     return table.drop_duplicates("run_key", keep="last").reset_index(drop=True)
+
+
+ENVIRONMENT_TAGS = ("keras_backend", "backend_version", "keras", "numpy", "python", "devices", "cpu_count", "cpu_model")
+
+
+def environment_label(tags: dict[str, str]) -> str:
+    """What changes kernels, as one readable label (`tensorflow 2.21.0 · keras 3.15.1 · ...`): the report tells
+    runs from different environments apart by it. Empty for runs logged without env tags."""
+    parts = [f"{key} {tags[f'env.{key}']}" if key not in ("keras_backend", "backend_version") else tags[f"env.{key}"]
+             for key in ENVIRONMENT_TAGS if f"env.{key}" in tags]
+    return " · ".join(parts)
 
 
 def _design_columns(tags: dict[str, str]) -> dict[str, str]:

@@ -29,6 +29,7 @@ RESERVED_COLUMNS: tuple[str, ...] = (
     "run_name",
     "design",
     "seed_block",
+    "environment",
 )
 IGNORED_PREFIXES: tuple[str, ...] = ("metric.", "param.", "role.")
 ROLE_PREFIX = "role."
@@ -38,6 +39,7 @@ FINISHED = "FINISHED"
 ALLOWED_STATUS: tuple[str, ...] = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
 _FLOAT_COLUMNS = ("accuracy", "loss", "wall_time_s")
 _TEXT_COLUMNS = (
+    "environment",
     "run_key", "config_key", "failure_reason", "weights_hash", "predictions", "run_id", "run_name", "seed_block",
 )
 

@@ -54,6 +54,7 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
         "n_finished": int(len(fin)), "n_failed": int(len(bad)),
         "failed": bad[cols].astype(str).to_dict("records"), "constants": {}, "factors": {},
         "accuracy": _accuracy_summary(fin),
+        "environments": _environments(fin),
         "design": {"kind": design_kind(df), "roles": {}, "copies_dropped": distinct_runs(df).attrs["copies_dropped"],
                    "paired": {}},
     }
@@ -97,6 +98,14 @@ def _accuracy_summary(fin: pd.DataFrame) -> dict[str, Any]:
     return {"n": int(len(acc)), "mean": num(acc.mean()) if len(acc) else None,
             "std": num(acc.std(ddof=1)) if len(acc) >= 2 else None,
             "min": num(acc.min()) if len(acc) else None, "max": num(acc.max()) if len(acc) else None}
+
+
+def _environments(fin: pd.DataFrame) -> dict[str, int]:
+    """Finished runs per recorded environment (the `environment` column): more than one leads the verdict."""
+    if "environment" not in fin.columns:
+        return {}
+    labels = fin["environment"].fillna("").astype(str)
+    return {str(k): int(v) for k, v in labels[labels != ""].value_counts().items()}
 
 
 def _seed_values(fin: pd.DataFrame, factor: str) -> bool:

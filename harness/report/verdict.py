@@ -191,6 +191,12 @@ def verdict(rep: dict[str, Any]) -> list[str]:
         return [f"No finished runs ({rep['n_failed']} failed or killed): nothing to compare."]
     dec = rep["decomposition"]
     factors = rep["factors"]
+    envs = rep.get("environments") or {}
+    if len(envs) > 1:  # a resumed study on upgraded libraries, or workers on other machines: say it first
+        shown = "; ".join(f"{label}: {n} runs" for label, n in envs.items())
+        out.append(f"Runs from {len(envs)} environments ({shown}): a difference between levels may be the "
+                   "environment's wherever the levels ran in different ones; compare within one (filter the runs "
+                   "table by its `environment` column) or rerun in one.")
     copies = rep.get("design", {}).get("copies_dropped", 0)
     if copies:
         out.append(f"{copies} bit-identical copies (same config_key and weights_hash) count once: "

@@ -49,3 +49,19 @@ def test_lead_says_no_effect_with_the_smallest_detectable_and_timing_only_with_i
     assert "no effect larger than" in lead and "power" in lead
     assert not any("explains the most accuracy variance: ω² 0.0%" in s for s in rep["verdict"])
     assert any(s.startswith("Wall time does not differ measurably") for s in rep["verdict"])
+
+
+def test_runs_from_two_environments_lead_the_verdict():
+    import numpy as np
+    import pandas as pd
+
+    from harness.report.build import analyze
+
+    rng = np.random.default_rng(4)
+    rows = [{"lr": lr, "accuracy": 0.9 + rng.normal(0, 0.01),
+             "environment": "tensorflow 2.21.0 · keras 3.15.1" if i < 4 else "tensorflow 2.20.0 · keras 3.14.0"}
+            for lr in ("a", "b") for i in range(6)]
+    rep = analyze(pd.DataFrame(rows))
+    assert rep["environments"] == {"tensorflow 2.21.0 · keras 3.15.1": 8, "tensorflow 2.20.0 · keras 3.14.0": 4}
+    assert rep["verdict"][0].startswith("Runs from 2 environments (tensorflow 2.21.0")
+    assert "environment" not in rep["factors"]  # a reserved column, not a factor
