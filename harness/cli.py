@@ -123,6 +123,17 @@ def _alpha(text: str) -> float:
     return value
 
 
+def _positive_pp(text: str) -> float:
+    """A difference in percentage points, above 0 and at most 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: a number of percentage points in (0, 100]")
+    return value
+
+
 def _analysis_commands(commands: argparse._SubParsersAction) -> None:
     report = _command(commands, "report", ("report", "report"), "statistical report: why does accuracy differ?")
     source = report.add_mutually_exclusive_group(required=True)
@@ -130,7 +141,7 @@ def _analysis_commands(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--runs", type=Path, help="a runs table CSV instead (see docs/runs-table.md)")
     _stores(report, storage=False)
     report.add_argument("--out", type=Path, help="report folder (default: reports/STUDY)")
-    report.add_argument("--delta-pp", type=float, default=1.0, help="difference to detect, in pp (default 1)")
+    report.add_argument("--delta-pp", type=_positive_pp, default=1.0, help="difference to detect, in pp (default 1)")
     report.add_argument("--alpha", type=_alpha, default=0.05,
                         help="family-wise error rate of the verdict's claims, Holm-controlled (default 0.05)")
 

@@ -22,9 +22,11 @@ def digits(args: argparse.Namespace) -> int:
 
     from harness.errors import HarnessError
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--out {out}: is a file; allowed: a folder (new or existing) for the class folders")
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # the set's grey levels are 0..16
-    out = Path(args.out)
     for index, (image, label) in enumerate(zip(images, bunch.target, strict=True)):
         path = out / str(label) / f"{index:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +42,9 @@ def preview(args: argparse.Namespace) -> int:
     from harness.study.spec import load_spec
     from harness.training.preprocess import preview_grid
 
+    from harness.commands.common import positive
+
+    positive(args.samples, "--samples")
     spec = load_spec(args.spec)
     study = prepare(spec)
     out_dir = args.out or Path("reports") / spec.name / "preview"

@@ -49,12 +49,23 @@ def open_storage(url: str | None) -> Any:
         )
     except Exception as err:  # sqlalchemy/driver errors differ per database; the user needs the one line
         first = " ".join(str(err).split())[:200] or type(err).__name__
-        raise HarnessError(f"run storage '{url}' is unreachable: {first}") from None
+        raise HarnessError(f"run storage '{masked(url)}' is unreachable: {masked(first, url)}") from None
     if _is_sqlite(url):
         _serialize_sqlite_transactions(storage.engine)
     else:
         _reconnect_with_backoff(storage.engine)
     return storage
+
+
+def masked(text: str, url: str | None = None) -> str:
+    """`text` with the password of `url` (default: `text` itself, a URL) shown as ***: errors are printed."""
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url or text).password
+    except ValueError:
+        return text
+    return text.replace(f":{password}@", ":***@").replace(password, "***") if password else text
 
 
 @functools.cache

@@ -8,6 +8,7 @@ Images are decoded by OpenCV only.
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,7 @@ def load_npz(config: DataConfig) -> Loaded:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a truncated archive is a BadZipFile
         raise DataError(f"{path}: not a readable .npz archive ({err}); allowed: numpy.savez output") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: a single array, not an .npz archive; allowed: numpy.savez(images=..., labels=...)")
@@ -104,6 +105,9 @@ def load_npz(config: DataConfig) -> Loaded:
             raise DataError(f"{path}: no array '{name}' (data.{key}); arrays in the file: {', '.join(archive.files)}")
         try:
             arrays[key] = archive[name]
+        except (zipfile.BadZipFile, EOFError, OSError) as err:  # the directory read, the member cut short
+            raise DataError(f"{path}: array '{name}' is truncated or corrupt ({err}); allowed: numpy.savez "
+                            "output") from None
         except ValueError as err:
             raise DataError(f"{path}: array '{name}' cannot be read without pickle ({err}); allowed: numeric "
                             "images and numeric or string labels") from None
