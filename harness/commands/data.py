@@ -37,12 +37,11 @@ def digits(args: argparse.Namespace) -> int:
 
 
 def preview(args: argparse.Namespace) -> int:
+    from harness.commands.common import positive
     from harness.execution.prepared import prepare
     from harness.study.pipeline import pipeline_key
     from harness.study.spec import load_spec
     from harness.training.preprocess import preview_grid
-
-    from harness.commands.common import positive
 
     positive(args.samples, "--samples")
     spec = load_spec(args.spec)

@@ -12,7 +12,8 @@ import pytest
 from harness.analysis.flips import flip_analysis
 from harness.report.build import build_report
 
-KEYS = {"schema_version", "title", "verdict", "accuracy", "environments", "n_runs", "n_finished", "n_failed", "failed", "constants",
+KEYS = {"schema_version", "title", "verdict", "accuracy", "environments", "n_runs", "n_finished", "n_failed", "failed",
+        "constants",
         "factors", "decomposition", "random_effects", "identical", "flips", "cross_validation", "seeds_needed", "plots",
         "design", "multiplicity"}
 
