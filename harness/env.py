@@ -46,6 +46,19 @@ def snapshot() -> dict[str, Any]:
     }
 
 
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
+
+
+def kernel_environment(backend: str) -> dict[str, str]:
+    """What changes a run's kernels, read without importing any backend: part of its run key, so a changed library,
+    CPU or device setting never reuses a run trained before the change (`harness run` trains it again)."""
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpu_model": cpu_model(),
+            "cpu_count": str(os.cpu_count()), "keras": package_version("keras"), "numpy": package_version("numpy"),
+            "opencv": package_version("opencv-python-headless"),
+            **{name: package_version(name) for name in BACKEND_PACKAGES[backend]},
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "unset")}
+
+
 KERNEL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
               "TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS")
 

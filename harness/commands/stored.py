@@ -33,8 +33,8 @@ class StoredStudy:
         """
         table = tracking.runs_table(self.client, self.experiment_id, predictions_dir=predictions_dir.resolve())
         planned = self._planned_keys()
-        if planned is not None and "run_key" in table:
-            current = table["run_key"].isin(planned)
+        if planned is not None and "config_key" in table:
+            current = table["config_key"].isin(planned)
             left_out = int((~current).sum())
             table = table.loc[current].reset_index(drop=True)
             table.attrs["left_out"] = left_out
@@ -44,12 +44,13 @@ class StoredStudy:
         return table
 
     def _planned_keys(self) -> set[str] | None:
-        """Run keys of the spec at hand; None by study name or for a search (its trials are not planned)."""
+        """Config keys of the spec at hand (run keys also hold the environment, and a report may be read on
+        another machine); None by study name or for a search (its trials are not planned)."""
         if self.spec is None or self.spec.search is not None:
             return None
         from harness.study.design import plan_runs
 
-        return {run.run_key for run in plan_runs(self.spec, self._data.fingerprint, self._data.images.shape[1])}
+        return {run.config_key for run in plan_runs(self.spec, self._data.fingerprint, self._data.images.shape[1])}
 
     @cached_property
     def _data(self) -> Any:

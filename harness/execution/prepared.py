@@ -31,14 +31,19 @@ class Study:
     spec: StudySpec
     data: StudyData
     runs: list[PlannedRun]
+    environments: dict[str, dict[str, str]]  # backend → this machine's kernel environment, part of the run keys
 
 
 def prepare(spec: StudySpec) -> Study:
+    from harness import env
+    from harness.study.design import study_backends
+
     study_data = load_study_data(spec.data)
-    runs = plan_runs(spec, study_data.fingerprint, study_data.images.shape[1])
+    environments = {backend: env.kernel_environment(backend) for backend in study_backends(spec)}
+    runs = plan_runs(spec, study_data.fingerprint, study_data.images.shape[1], environments)
     check_splits(runs, study_data.digits, spec)
     check_user_models([run.config.model for run in runs], study_data, runs[0].seeds if runs else {})
-    return Study(spec, study_data, runs)
+    return Study(spec, study_data, runs, environments)
 
 
 def check_user_models(models: list, data: StudyData, seeds: dict[str, int]) -> None:

@@ -29,7 +29,7 @@ def run_study(study: Study, client: Any, storage: Any, count: int = 1, progress:
     """Enqueue every run not yet done, drain the queue with `count` processes, return the runs table."""
     warm_cache(study, study.runs)  # before the store is touched: a preprocessing error leaves nothing behind
     queue = run_queue.open_queue(storage, study.spec.name, create=True, kind=run_queue.KIND_RUN)
-    exp_id, parent_id = workers.publish(queue, study.spec, study.data, client)
+    exp_id, parent_id = workers.publish(queue, study.spec, study.data, client, study.environments)
     run_queue.enqueue(queue, study.runs, tracking.completed_run_keys(client, exp_id))
     try:
         drain(queue, storage.url, client, count, total=len(study.runs), progress=progress)
@@ -106,7 +106,8 @@ def train_group(storage_url: str, study_name: str, group: list[Any], tracking_ur
 
     determinism.configure_group(group)
     attached = workers.Attached.connect(storage_url, study_name, tracking_uri, cache_dir)
-    runs = plan_runs(attached.spec, attached.data.fingerprint, attached.data.images.shape[1])
+    runs = plan_runs(attached.spec, attached.data.fingerprint, attached.data.images.shape[1],
+                     attached.queue.user_attrs.get("environments"))  # the enqueuing machine's: the same run keys
     GroupWorker(attached, runs).loop(group)
 
 

@@ -34,13 +34,16 @@ LEASE_LOST = (f"the run storage missed this training's heartbeats for over {run_
               "may have given the run to another worker; not logged as done, the queue retries it")
 
 
-def publish(queue: Any, spec: StudySpec, data: StudyData, client: Any) -> tuple[str, str]:
-    """Create (or reuse) the study's MLflow parent and store what a worker needs on the queue; (exp id, parent id)."""
+def publish(queue: Any, spec: StudySpec, data: StudyData, client: Any,
+            environments: dict[str, dict[str, str]] | None = None) -> tuple[str, str]:
+    """Create (or reuse) the study's MLflow parent and store what a worker needs on the queue; (exp id, parent id).
+    `environments`: the kernel environments the run keys were planned with (workers plan with the same)."""
     spec_path = str(Path(spec.source_path).resolve())
     exp_id = tracking.experiment_id(client, spec.name)
     parent_id = tracking.study_parent(client, exp_id, spec.name, spec.source_text, spec_path)
     attrs = {"spec_text": spec.source_text, "spec_path": spec_path, "data_fingerprint": data.fingerprint,
-             "tracking_uri": client.tracking_uri, "experiment_id": exp_id, "parent_run_id": parent_id}
+             "tracking_uri": client.tracking_uri, "experiment_id": exp_id, "parent_run_id": parent_id,
+             "environments": environments or {}}
     for key, value in attrs.items():
         queue.set_user_attr(key, value)
     return exp_id, parent_id

@@ -143,15 +143,21 @@ def study_backends(spec: StudySpec) -> list[str]:
     return sorted({config.backend for _, config in _design_configs(spec)})
 
 
-def plan_runs(spec: StudySpec, data_fingerprint: str, image_size: int = 28) -> list[PlannedRun]:
-    """Every run the study asks for, in a stable order (`image_size`: the data's side length in px)."""
+def plan_runs(spec: StudySpec, data_fingerprint: str, image_size: int = 28,
+              environments: dict[str, dict[str, str]] | None = None) -> list[PlannedRun]:
+    """Every run the study asks for, in a stable order (`image_size`: the data's side length in px).
+
+    `environments` (backend → `env.kernel_environment`) enter the run keys: `harness run` passes this machine's,
+    a worker the ones the study was enqueued with (so it trains those runs, and records its own environment).
+    """
     runs = []
     for labels, config in _design_configs(spec):
         stages = resolve_stages(config, image_size)
+        environment = (environments or {}).get(config.backend)
         for replicate in range(spec.repeats):
             seeds = effective_seeds(config, replicate)
             runs.append(make_run(spec.name, replicate, labels, config, seeds, stages, data_fingerprint,
-                                 design=spec.design))
+                                 design=spec.design, environment=environment))
     _refuse_duplicates(runs)
     return runs
 
@@ -266,10 +272,14 @@ def effective_seeds(config: RunConfig, replicate: int) -> dict[str, int]:
     return seeds
 
 
-def make_run(study, replicate, labels, config, seeds, stages, fingerprint, design="factorial") -> PlannedRun:
+def make_run(study, replicate, labels, config, seeds, stages, fingerprint, design="factorial",
+             environment: dict[str, str] | None = None) -> PlannedRun:
+    """A planned run and its keys: config_key (config + data), run_key (+ replicate, + the kernel environment
+    when given: the same config under other libraries is another run, never a reuse)."""
     draft = PlannedRun(study, replicate, labels, config, seeds, stages, "", "")
     config_key = stable_hash({"config": draft.resolved(), "data": fingerprint})
-    run_key = stable_hash({"config_key": config_key, "replicate": replicate})
+    identity = {"config_key": config_key, "replicate": replicate}
+    run_key = stable_hash({**identity, "environment": environment} if environment else identity)
     return PlannedRun(study, replicate, labels, config, seeds, stages, config_key, run_key, fingerprint, design)
 
 

@@ -145,3 +145,17 @@ def test_a_minimal_spec_plans_enough_runs_per_level_to_test():
     runs = plan_runs(parse_spec("name: t\nfactors: {model.dropout: [0.1, 0.2]}", Path("t.yaml")), "fp")
     per_level = {level: sum(r.factors["model.dropout"] == level for r in runs) for level in ("0.1", "0.2")}
     assert min(per_level.values()) >= MIN_N
+
+
+def test_the_kernel_environment_is_part_of_the_run_key_not_the_config_key():
+    """A changed library never reuses a run: same config under another keras is another run key, the same config."""
+    from harness.env import kernel_environment
+
+    study = spec("name: s\nrepeats: 2\n")
+    here = {"tensorflow": kernel_environment("tensorflow")}
+    upgraded = {"tensorflow": {**here["tensorflow"], "keras": "9.9.9"}}
+    now, later = plan_runs(study, "fp", 28, here), plan_runs(study, "fp", 28, upgraded)
+    assert {r.run_key for r in now}.isdisjoint(r.run_key for r in later)
+    assert [r.config_key for r in now] == [r.config_key for r in later]
+    assert [r.run_key for r in now] == [r.run_key for r in plan_runs(study, "fp", 28, here)]
+    assert set(here["tensorflow"]) >= {"tensorflow", "keras", "numpy", "python", "cpu_count", "cpu_model"}
