@@ -63,6 +63,9 @@ class _Store:
     def __init__(self, uri: str | None) -> None:
         self.uri, self._client = uri, None
 
+    def adopt(self, client: Any) -> None:
+        self._client = client
+
     @property
     def connected(self) -> bool:
         return self._client is not None
@@ -191,8 +194,8 @@ def _train(name: str, a: Any, b: Any, diffs: list, args: argparse.Namespace, sto
     exp_id = tracking.experiment_id(client, name, create=False)
     context["experiment"] = exp_id
     tracking.name_parent(client, exp_id, f"explain:{a.source}..{b.source}",
-                                             {"harness.explain.a": a.source, "harness.explain.b": b.source})
-    store._client = client
+                         {"harness.explain.a": a.source, "harness.explain.b": b.source})
+    store.adopt(client)  # where the explain study logged: its parent run gets the files
     table = table.rename(columns={"candidate": "point"})
     finished = table[table["status"] == "FINISHED"]
     context["runs_trained"] = len(table)

@@ -84,6 +84,9 @@ def differences(a: RunRecord, b: RunRecord) -> list[Difference]:
         elif key == "model.builder" and (a.builder_ref is None or b.builder_ref is None):
             found.append(Difference(key, "model_code", va, vb, varied=False,
                                     why_not="a builder file with the run's hash is not on this machine"))
+        elif key not in fa or key not in fb:  # e.g. augmentation.* beside a builder: a different model kind
+            found.append(Difference(key, "config", va, vb, varied=False,
+                                    why_not="set in one run's config only; it moves with the model it belongs to"))
         else:
             found.append(Difference(key, "config", va, vb, varied=True))
     if a.data_fingerprint != b.data_fingerprint:

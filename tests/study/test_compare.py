@@ -86,3 +86,11 @@ def test_same_config_is_one_exact_rerun(tmp_path):
     a, b = record("A"), record("B", env={"env.keras": "3.14.0"})
     spec = yaml.safe_load(explain_spec("explain-a-b", a, b, differences(a, b), 5, None))
     assert spec["repeats"] == 1 and spec["base"]["seeds"]["fresh"] == [] and spec["base"]["seeds"]["init"] == 11
+
+
+def test_a_key_on_one_side_only_is_named_not_varied():
+    a, b = record("A"), record("B")
+    del b.resolved["augmentation"]
+    found = {d.key: d for d in differences(a, b)}
+    assert not found["augmentation.enabled"].varied and found["augmentation.enabled"].b is None
+    assert plan_points(a, b, list(found.values()))[0] == {"A": {}}
