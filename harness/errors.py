@@ -27,3 +27,14 @@ class DiskWriteError(HarnessError):
 class AlreadyReported(HarnessError):
     """A training process printed its one-line error and stopped; the parent stops the study without a second
     line."""
+
+
+def masked(text: str, url: str | None = None) -> str:
+    """`text` with the password of `url` (default: `text` itself, a URL) shown as ***: errors are printed."""
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url or text).password
+    except ValueError:
+        return text
+    return text.replace(f":{password}@", ":***@").replace(password, "***") if password else text

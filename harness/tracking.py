@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, masked
 from harness.files import absolute_sqlite_url, sqlite_from_template, writes_to
 
 STORE_DIR = Path("mlruns")
@@ -95,8 +95,7 @@ def probe(uri: str | None) -> None:
             socket.create_connection(address, timeout=PROBE_TIMEOUT_S).close()
     except (OSError, urllib.error.URLError) as err:
         reason = getattr(err, "reason", None) or err.strerror or err
-        safe = uri.replace(f":{parsed.password}@", ":***@") if parsed.password else uri
-        raise HarnessError(f"tracking store '{safe}' is unreachable: {reason}") from None
+        raise HarnessError(f"tracking store '{masked(uri)}' is unreachable: {reason}") from None
 
 
 def experiment_id(client: Any, study: str, create: bool = True) -> str | None:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, masked
 from harness.files import absolute_sqlite_url
 
 HEARTBEAT_S = 2
@@ -55,17 +55,6 @@ def open_storage(url: str | None) -> Any:
     else:
         _reconnect_with_backoff(storage.engine)
     return storage
-
-
-def masked(text: str, url: str | None = None) -> str:
-    """`text` with the password of `url` (default: `text` itself, a URL) shown as ***: errors are printed."""
-    from urllib.parse import urlsplit
-
-    try:
-        password = urlsplit(url or text).password
-    except ValueError:
-        return text
-    return text.replace(f":{password}@", ":***@").replace(password, "***") if password else text
 
 
 @functools.cache
