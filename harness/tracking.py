@@ -33,12 +33,15 @@ def default_uri() -> str:
     return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
 
 
-def connect(uri: str | None) -> Any:
-    """An MlflowClient for `uri`, or a one-line error when the store cannot be reached."""
+def connect(uri: str | None, create: bool = True) -> Any:
+    """An MlflowClient for `uri`, or a one-line error when the store cannot be reached. Without `create`, a SQLite
+    store that does not exist is an error, not a new empty store (commands that only read: report, export)."""
     import logging
 
     uri = uri or default_uri()
     probe(uri)
+    if not create:
+        must_exist(uri, "MLflow store", "--tracking-uri")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # per-file bars drown the report
     # MLflow's telemetry thread posts to the internet and edits os.environ while others read it (a KeyError, 8 workers)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -57,6 +60,13 @@ def connect(uri: str | None) -> Any:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HarnessError(f"tracking store '{uri}' is unreachable: {first[:200]}") from None
     return client
+
+
+def must_exist(url: str, what: str, option: str) -> None:
+    """A SQLite URL whose file is missing: one line, and nothing created (a read must not leave a store behind)."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise HarnessError(f"no {what} at {url.removeprefix('sqlite:///')}: nothing has run here yet; run the study "
+                           f"first (`harness run`), or point {option} at the store it ran in")
 
 
 def _empty_store(url: str) -> None:

@@ -48,3 +48,12 @@ def test_unreachable_storage_hides_its_password(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     err = one_line_exit_2(["status", "s", "--storage", "postgresql://user:hunter2@127.0.0.1:1/db"], capsys)
     assert "unreachable" in err and "hunter2" not in err and "user:***@" in err
+
+
+@pytest.mark.parametrize("argv", [["status", "ghost"], ["report", "ghost"], ["export", "ghost", "--out", "r.csv"],
+                                  ["explain", "0" * 32, "1" * 32]])
+def test_reading_an_unknown_study_creates_no_store(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    err = one_line_exit_2(argv, capsys)
+    assert "nothing has run here yet" in err
+    assert list(tmp_path.iterdir()) == []  # no mlruns/, no mlflow.db, no optuna.db

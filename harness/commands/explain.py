@@ -75,7 +75,7 @@ class _Store:
         if self._client is None:
             from harness import tracking
 
-            self._client = tracking.connect(self.uri)
+            self._client = tracking.connect(self.uri, create=False)  # run IDs live in a store that exists
         return self._client
 
 

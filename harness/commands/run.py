@@ -81,7 +81,7 @@ def status(args: argparse.Namespace) -> int:
     from harness.execution import run_queue
 
     name, _ = spec_or_name(args.study)
-    storage = run_queue.open_storage(args.storage)
+    storage = run_queue.open_storage(args.storage, create=False)
     queue = run_queue.open_queue(storage, name, create=False)
     print(f"{name}: {status_line(run_queue.status(queue))}")
     return 0

@@ -87,7 +87,7 @@ def open_study(study: str, tracking_uri: str | None) -> StoredStudy:
     """`study` is a spec file (its name and tracking URI are used) or a study name."""
     spec = load_spec(study) if study.endswith((".yaml", ".yml")) or Path(study).is_file() else None
     name = spec.name if spec else study
-    client = tracking.connect(tracking_uri or (spec.tracking.uri if spec else None))
+    client = tracking.connect(tracking_uri or (spec.tracking.uri if spec else None), create=False)
     exp_id = tracking.experiment_id(client, name, create=False)
     if exp_id is None:
         raise HarnessError(f"no study named '{name}' in {client.tracking_uri}; run it first with `harness run`")

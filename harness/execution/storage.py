@@ -26,8 +26,9 @@ def default_storage() -> str:
     return f"sqlite:///{(STORE_DIR / 'optuna.db').resolve()}"
 
 
-def open_storage(url: str | None) -> Any:
-    """An RDB storage with heartbeats and retry of dead workers' trials, or a one-line error."""
+def open_storage(url: str | None, create: bool = True) -> Any:
+    """An RDB storage with heartbeats and retry of dead workers' trials, or a one-line error. Without `create`, a
+    missing SQLite file is an error (`status` must not leave an empty store behind)."""
     import warnings
 
     import optuna
@@ -36,6 +37,10 @@ def open_storage(url: str | None) -> Any:
     # heartbeats and stale-trial retry are marked experimental since Optuna 2.9 and are the documented way
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     url = url or default_storage()
+    if not create:
+        from harness.tracking import must_exist
+
+        must_exist(url, "run storage", "--storage")  # before the URL is made absolute: that creates its folder
     url = absolute_sqlite_url(url, "run storage")
     try:
         if url.startswith("sqlite:///"):
