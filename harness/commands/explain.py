@@ -218,11 +218,11 @@ def _from_store(a: Any, b: Any, diffs: list, store: _Store, context: dict[str, A
 
     from harness import tracking
     from harness.analysis.attribution import attribute
+    from harness.study.spec import SEED_SOURCES
 
     if not a.stored:
         return None
-    shared = {s for s in ("init", "order", "augment", "dropout", "split")
-              if s not in context["block_sources"]}
+    shared = {s for s in SEED_SOURCES if s not in context["block_sources"]}
     mine = {k: str(v) for k, v in a.resolved.get("seeds", {}).items()}
     replicates = [r for r in tracking.same_config_runs(store.client, a.source)
                   if all(r["seeds"].get(s) == mine.get(s) for s in shared)]

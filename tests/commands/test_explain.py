@@ -134,3 +134,15 @@ def test_bad_inputs_one_line_exit_2_nothing_written(study, case, expected, monke
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in root.iterdir()) == before
     assert {e.name for e in client.search_experiments()} == experiments
+
+
+def test_no_train_takes_seed_noise_from_the_store(study, monkeypatch, capsys):
+    """--no-train: A's replicates in the store (its config, other init seeds) give the noise; nothing trains."""
+    root, runs, client = study["root"], study["runs"], study["client"]
+    experiments = {e.name for e in client.search_experiments()}
+    monkeypatch.chdir(root)
+    assert main(["explain", runs[("base", 0)], runs[("base", 1)], "--no-train", "--out", "ex-store"]) == 0
+    ex = explain_json(root, "ex-store")
+    assert ex["noise_from_store"] and ex["runs_trained"] == 0 and ex["seed_noise_pp"] > 0
+    assert ex["gap_percentile"] is not None and "from the store" in " ".join(ex["verdict"])
+    assert {e.name for e in client.search_experiments()} == experiments  # no explain study was made
