@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats as ss
 
 from harness.analysis.common import num, quiet
-from harness.analysis.runs_table import distinct_runs, factor_columns
+from harness.analysis.runs_table import copies_unknown, distinct_runs, factor_columns
 
 ALPHA = 0.05
 
@@ -108,6 +108,10 @@ def variance_decomposition(df: pd.DataFrame, factors: list[str] | None = None) -
             return out
         out["note"] = "interactions dropped: not estimable. "
     table = _fit_table(d, formula)
+    if float(table["sum_sq"].iloc[-1]) <= 1e-12 * total and copies_unknown(df):
+        out["reason"] = ("not testable: the replicates within every cell are identical (zero spread is not seed "
+                         "noise to split the variance against)")
+        return out
     cells = d.groupby([names[f] for f in used]).size()
     full = int(np.prod([d[names[f]].nunique() for f in used]))
     out["balanced"] = bool(len(cells) == full and cells.nunique() == 1)
@@ -275,7 +279,7 @@ def seeds_needed(df: pd.DataFrame, factor: str | None = None, *, sigma: float | 
         out["note"] = "no residual std: needs a replicated design"
         return out
     if sigma == 0:
-        out.update(mde_pp=0.0, n_needed=1 if delta_pp else None, note="no residual variation")
+        out["note"] = "no seed noise in the replicates (identical values): no power to compute"
         return out
     calc, extra = (TTestPower(), {}) if paired_sd is not None else (TTestIndPower(), {"ratio": 1.0})
     key = "nobs" if paired_sd is not None else "nobs1"

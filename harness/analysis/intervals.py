@@ -43,3 +43,16 @@ def std_bounds(s: np.ndarray, df: np.ndarray | int, level: float = 0.95) -> tupl
     tail = (1 - level) / 2
     s, df = np.asarray(s, float), np.asarray(df, float)
     return s * np.sqrt(df / ss.chi2.ppf(1 - tail, df)), s * np.sqrt(df / ss.chi2.ppf(tail, df))
+
+
+def adjusted_ci(diff: float | None, se: float | None, df: float | None,
+                level: float = 0.95) -> list[float | None] | None:
+    """t interval diff ± t(1−(1−level)/2, df)·se: the interval of a t test at any (e.g. Bonferroni) level.
+
+    The verdict prints the interval at the level its Holm-controlled test faces (1 − α/m), so an interval that
+    excludes 0 never stands beside "not distinguishable from seed noise".
+    """
+    if diff is None or se is None or df is None or not se > 0 or not df > 0:
+        return None
+    half = float(ss.t.ppf(1 - (1 - level) / 2, df)) * se
+    return [num(diff - half), num(diff + half)]

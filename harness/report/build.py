@@ -3,7 +3,7 @@
 report.json top-level keys (schema_version 1; documented in docs/runs-table.md):
   schema_version, title, verdict (list of sentences), n_runs, n_finished, n_failed, failed,
   constants, factors, decomposition, random_effects, identical, flips, cross_validation, seeds_needed, plots,
-  design (kind, roles, copies_dropped, paired), multiplicity (Holm over the verdict's claims at alpha).
+  design (kind, roles, copies_dropped, paired, model), multiplicity (Holm over the verdict's claims at alpha).
 Degenerate inputs (no finished run, one level, identical values) still give a full report whose
 sections say why a statistic is missing. All files are written atomically (temp + os.replace).
 """
@@ -20,6 +20,7 @@ import pandas as pd
 from harness.analysis.bit_identity import determinism_cost, identical_groups
 from harness.analysis.cv import cross_validation
 from harness.analysis.decomposition import random_effects, seeds_needed, variance_decomposition
+from harness.analysis.factorial import factorial_tests
 from harness.analysis.failures import failure_table
 from harness.analysis.flips import default_pairs, flip_analysis, load_predictions, settings
 from harness.analysis.levels import level_summary, mean_tests, num, variance_tests
@@ -74,6 +75,7 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
         rep["factors"][f] = entry
     # seed sources are variances, not mean effects: they stay in the residual ("seed noise")
     fixed = [f for f in varied if roles[f] != "seed_source"]
+    _model(df, rep, fixed)
     rep["decomposition"] = variance_decomposition(df, fixed)
     seed_values = [f for f in varied if roles[f] == "seed_source" and _seed_values(fin, f)]
     rep["random_effects"] = {f: random_effects(df, f, others=fixed, crossed=seed_values) for f in seed_values
@@ -90,6 +92,19 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
     rep["multiplicity"] = control_family(verdict_claims(rep), alpha)
     rep["verdict"] = verdict(rep)
     return rep
+
+
+def _model(df: pd.DataFrame, rep: dict[str, Any], fixed: list[str]) -> None:
+    """Several varied factors in a factorial: each treatment is tested within one model (analysis.factorial)."""
+    treatments = [f for f in fixed if rep["design"]["roles"][f] == "treatment"]
+    if rep["design"]["kind"] != "factorial" or len(fixed) < 2 or not treatments:
+        return
+    model = factorial_tests(df, fixed, treatments)
+    rep["design"]["model"] = {k: model[k] for k in ("factors", "formula", "testable", "reason", "df_resid", "cells",
+                                                     "balanced")}
+    if model["testable"] or model["reason"].startswith("not testable: the replicates"):
+        for f in treatments:
+            rep["factors"][f]["model_tests"] = model["tests"].get(f) or {"reason": model["reason"]}
 
 
 def _accuracy_summary(fin: pd.DataFrame) -> dict[str, Any]:

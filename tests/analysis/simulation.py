@@ -166,3 +166,52 @@ def crossed(rng: np.random.Generator, studies: int, levels: tuple[int, int] = (6
         out[f"{name}_ci"] = np.column_stack([lo, hi])
     out["y"] = y
     return out
+
+
+def within_bartlett(ss_levels: list[np.ndarray], df_levels: list[np.ndarray]) -> np.ndarray:
+    """Bartlett p per study from each level's within-cell sum of squares and df (analysis.factorial's test)."""
+    ssq, nu = np.column_stack(ss_levels), np.column_stack(df_levels).astype(float)
+    total, k = nu.sum(axis=1), nu.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = (total * np.log(ssq.sum(axis=1) / total) - np.sum(nu * np.log(ssq / nu), axis=1)) / (
+            1 + (np.sum(1 / nu, axis=1) - 1 / total) / (3 * (k - 1)))
+    return ss.chi2.sf(stat, k - 1)
+
+
+def two_by_two(rng: np.random.Generator, studies: int, cells: tuple[int, int, int, int] = (8, 8, 8, 8),
+               a: float = 0.0, b: float = 0.0, ab: float = 0.0, sigma: float = SIGMA,
+               alpha: float = ALPHA) -> dict[str, np.ndarray]:
+    """A × B with runs per cell (a0b0, a0b1, a1b0, a1b1), effects a, b and ab (at a1b1 only), equal seed noise.
+
+    The verdict's family per study, as analysis.factorial computes it: [A mean, A spread, B mean, B spread]
+    (type-III F = squared t of the marginal-mean contrast with the interaction in the model; Bartlett within
+    cells). `ci_a`/`ci_b`: the printed intervals (level 1 − α/4, Bonferroni over the family, t on N − 4 df) of
+    level 1 − level 0, with the true marginal differences `truth`. `pooled`: the old one-factor-at-a-time family
+    (Welch ANOVA and Bartlett on level groups pooled over the other factor), for contrast.
+    """
+    shift = {(0, 0): 0.0, (0, 1): b, (1, 0): a, (1, 1): a + b + ab}
+    y = {ij: rng.normal(0.9 + shift[ij], sigma, (studies, n)) for ij, n in zip(shift, cells, strict=True)}
+    n = {ij: y[ij].shape[1] for ij in y}
+    m = {ij: y[ij].mean(axis=1) for ij in y}
+    ssq = {ij: ((y[ij] - m[ij][:, None]) ** 2).sum(axis=1) for ij in y}
+    df_e = sum(n.values()) - 4
+    mse = sum(ssq.values()) / df_e
+    se = np.sqrt(mse * sum(1 / v for v in n.values()) / 4)
+    d_a = (m[1, 0] + m[1, 1] - m[0, 0] - m[0, 1]) / 2
+    d_b = (m[0, 1] + m[1, 1] - m[0, 0] - m[1, 0]) / 2
+    p_a, p_b = (2 * ss.t.sf(np.abs(d / se), df_e) for d in (d_a, d_b))
+    spread_a = within_bartlett([ssq[0, 0] + ssq[0, 1], ssq[1, 0] + ssq[1, 1]],
+                               [np.full(studies, n[0, 0] + n[0, 1] - 2), np.full(studies, n[1, 0] + n[1, 1] - 2)])
+    spread_b = within_bartlett([ssq[0, 0] + ssq[1, 0], ssq[0, 1] + ssq[1, 1]],
+                               [np.full(studies, n[0, 0] + n[1, 0] - 2), np.full(studies, n[0, 1] + n[1, 1] - 2)])
+    half = ss.t.ppf(1 - alpha / 4 / 2, df_e) * se
+    level_a = [np.concatenate([y[i, 0], y[i, 1]], axis=1) for i in (0, 1)]
+    level_b = [np.concatenate([y[0, j], y[1, j]], axis=1) for j in (0, 1)]
+    pooled = np.column_stack([_welch_bf(level_a), _welch_bf(level_b)])[:, [0, 1, 2, 3]]
+    return {"family": np.column_stack([p_a, spread_a, p_b, spread_b]), "pooled": pooled,
+            "ci_a": np.column_stack([d_a - half, d_a + half]), "ci_b": np.column_stack([d_b - half, d_b + half]),
+            "truth": np.array([a + ab / 2, b + ab / 2]), "y": y}
+
+
+def covered(ci: np.ndarray, truth: float) -> np.ndarray:
+    return (ci[:, 0] <= truth) & (truth <= ci[:, 1])

@@ -216,9 +216,10 @@ def test_quick_summary_format() -> None:
 
 
 def test_noise_free_factor_gives_share_ci_near_one() -> None:
-    """Runs identical within each level (deterministic CPU) make F astronomically large; the CI must not crash."""
+    """Distinct trainings (distinct hashes) identical within each level make F astronomically large; the CI must
+    not crash. (Without hashes such a table is refused: the replicates may be copies of one training.)"""
     df = pd.DataFrame({"A": ["x", "y"] * 6, "B": ["p"] * 6 + ["q"] * 6,
-                       "accuracy": [0.5, 0.6] * 6})
+                       "accuracy": [0.5, 0.6] * 6, "weights_hash": [f"w{i}" for i in range(12)]})
     df.loc[0, "accuracy"] += 1e-15  # residual of float round-off size, as in the CI failure (F ~ 1e29)
     a = variance_decomposition(df, ["A", "B"])["terms"][0]
     assert a["term"] == "A" and a["partial_share_ci"][1] == 1.0
