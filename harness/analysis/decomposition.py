@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats as ss
 
 from harness.analysis.common import num, quiet
-from harness.analysis.runs_table import copies_unknown, distinct_runs, factor_columns
+from harness.analysis.runs_table import copies_unknown, distinct_runs, factor_columns, factor_roles
 
 ALPHA = 0.05
 
@@ -267,7 +267,8 @@ def seeds_needed(df: pd.DataFrame, factor: str | None = None, *, sigma: float | 
         dec = variance_decomposition(df, [factor] if factor else None)
         sigma = dec["residual_std"] if sigma is None else sigma
         if n_per_group is None and dec["factors"]:
-            toggles = [c for c in dec["factors"] if not str(c).startswith("seeds.")]
+            roles = factor_roles(df)
+            toggles = [c for c in dec["factors"] if roles.get(c) == "treatment"]
             cols = [factor] if factor else (toggles or dec["factors"])
             n_per_group = int(min(_labels(fin, c).value_counts().min() for c in cols))
     out: dict[str, Any] = {"factor": factor, "sigma": num(sigma), "sigma_pp": num(100 * sigma) if sigma else None,

@@ -31,6 +31,7 @@ from harness.analysis.runs_table import (
     factor_columns,
     factor_roles,
     finished_runs,
+    seed_value_factor,
     validate_runs_table,
 )
 from harness.analysis.seed_sources import seed_source_spread
@@ -69,7 +70,7 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
         rep["design"]["roles"][f] = roles[f]
         entry = {"role": roles[f], "levels": level_summary(df, f), "variance_tests": variance_tests(df, f),
                  "mean_tests": mean_tests(df, f), "failures": failure_table(df, f)}
-        if roles[f] == "seed_source" and not _seed_values(fin, f):
+        if roles[f] == "seed_source" and not seed_value_factor(fin, f, roles):
             entry["seed_spread"] = seed_source_spread(df, f)
         rep["design"]["paired"][f] = entry["mean_tests"]["paired"] is not None
         rep["factors"][f] = entry
@@ -77,7 +78,7 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
     fixed = [f for f in varied if roles[f] != "seed_source"]
     _model(df, rep, fixed)
     rep["decomposition"] = variance_decomposition(df, fixed)
-    seed_values = [f for f in varied if roles[f] == "seed_source" and _seed_values(fin, f)]
+    seed_values = [f for f in varied if roles[f] == "seed_source" and seed_value_factor(fin, f, roles)]
     rep["random_effects"] = {f: random_effects(df, f, others=fixed, crossed=seed_values) for f in seed_values
                              if fin[f].nunique() >= 3}
     rep["identical"] = identical_groups(df)
@@ -121,11 +122,6 @@ def _environments(fin: pd.DataFrame) -> dict[str, int]:
         return {}
     labels = fin["environment"].fillna("").astype(str)
     return {str(k): int(v) for k, v in labels[labels != ""].value_counts().items()}
-
-
-def _seed_values(fin: pd.DataFrame, factor: str) -> bool:
-    """A seed factor whose levels are seed values (integers: a random effect), not sets of redrawn sources."""
-    return bool(fin[factor].astype(str).str.fullmatch(r"\d+").all())
 
 
 def _power(df: pd.DataFrame, rep: dict[str, Any], fixed: list[str], delta_pp: float, alpha: float) -> dict[str, Any]:
