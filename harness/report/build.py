@@ -57,7 +57,7 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
         "failed": bad[cols].astype(str).to_dict("records"), "constants": {}, "factors": {},
         "accuracy": _accuracy_summary(fin),
         "environments": _environments(fin),
-        "design": {"kind": design_kind(df), "roles": {}, "copies_dropped": distinct_runs(df).attrs["copies_dropped"],
+        "design": {"kind": design_kind(df), "kind_inferred": not _design_given(df), "roles": {}, "copies_dropped": distinct_runs(df).attrs["copies_dropped"],
                    "paired": {}},
     }
     varied = []
@@ -93,6 +93,10 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
     rep["multiplicity"] = control_family(verdict_claims(rep), alpha)
     rep["verdict"] = verdict(rep)
     return rep
+
+
+def _design_given(df: pd.DataFrame) -> bool:
+    return "design" in df.columns and bool(df["design"].astype(str).str.strip().ne("").any())
 
 
 def _model(df: pd.DataFrame, rep: dict[str, Any], fixed: list[str]) -> None:

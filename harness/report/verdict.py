@@ -195,6 +195,10 @@ def verdict(rep: dict[str, Any]) -> list[str]:
     if copies:
         out.append(f"{copies} bit-identical copies (same weights_hash, whatever their config_key) count once: "
                    "statistics use distinct trainings only.")
+    design = rep.get("design", {})
+    if design.get("kind") == "one_at_a_time" and design.get("kind_inferred"):
+        out.append("No `design` column: every run is the base point or moves one factor from it, so each factor is "
+                   "compared one at a time, on the runs where the others are at their base level.")
     lead, named = _lead(rep)
     out.append(lead)
     if dec["testable"]:

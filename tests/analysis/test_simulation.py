@@ -227,3 +227,18 @@ def test_identical_replicates_without_hashes_are_not_tested(factorial: bool) -> 
         assert any("identical: zero spread is not seed noise" in s for s in rep["verdict"])
         assert not any("residual std 0.00" in s or "beyond seed noise" in s for s in rep["verdict"])
     assert rejected == 0
+
+
+def test_one_at_a_time_recognised_without_a_design_column() -> None:
+    """Issue 28 item 4: a base plus single changes without `design` was analysed as a factorial (0.285)."""
+    rng = np.random.default_rng(16)
+    base, a1, a2 = (rng.normal(0.9, sim.SIGMA, 5) for _ in range(3))
+    b1 = rng.normal(0.92, sim.SIGMA, 5)
+    rows = [{"A": a, "B": b, "accuracy": v}
+            for a, b, ys in (("a0", "b0", base), ("a1", "b0", a1), ("a2", "b0", a2), ("a0", "b1", b1)) for v in ys]
+    rep = analyze(pd.DataFrame(rows))
+    assert rep["design"]["kind"] == "one_at_a_time" and rep["design"]["kind_inferred"]
+    assert _claims(rep, "A")["mean"] == pytest.approx(ss.f_oneway(base, a1, a2, equal_var=False).pvalue, rel=1e-8)
+    assert any(s.startswith("No `design` column: every run is the base point") for s in rep["verdict"])
+    full = pd.DataFrame(rows + [{"A": "a1", "B": "b1", "accuracy": 0.9}] * 3)  # a run moving both: factorial
+    assert analyze(full)["design"]["kind"] == "factorial"
