@@ -57,7 +57,8 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
         "failed": bad[cols].astype(str).to_dict("records"), "constants": {}, "factors": {},
         "accuracy": _accuracy_summary(fin),
         "environments": _environments(fin),
-        "design": {"kind": design_kind(df), "kind_inferred": not _design_given(df), "roles": {}, "copies_dropped": distinct_runs(df).attrs["copies_dropped"],
+        "design": {"kind": design_kind(df), "kind_inferred": not _design_given(df),
+                   "roles": {}, "copies_dropped": distinct_runs(df).attrs["copies_dropped"],
                    "paired": {}},
     }
     varied = []
