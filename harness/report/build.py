@@ -19,12 +19,13 @@ import pandas as pd
 
 from harness.analysis.bit_identity import determinism_cost, identical_groups
 from harness.analysis.cv import cross_validation
-from harness.analysis.decomposition import random_effects, seeds_needed, variance_decomposition
+from harness.analysis.decomposition import random_effects, variance_decomposition
 from harness.analysis.factorial import factorial_tests
 from harness.analysis.failures import failure_table
 from harness.analysis.flips import default_pairs, flip_analysis, load_predictions, settings
 from harness.analysis.levels import level_summary, mean_tests, num, variance_tests
 from harness.analysis.multiplicity import control_family
+from harness.analysis.power import seeds_needed
 from harness.analysis.runs_table import (
     design_kind,
     distinct_runs,
@@ -90,8 +91,8 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
         "reason": "needs predictions from >= 2 finished runs", "n_runs": len(preds)}
     rep["flips"]["problems"] = problems
     rep["cross_validation"] = cross_validation(df, preds, varied)
-    rep["seeds_needed"] = _power(df, rep, fixed, delta_pp, alpha) if varied else _seeds_single(df, delta_pp)
     rep["multiplicity"] = control_family(verdict_claims(rep), alpha)
+    rep["seeds_needed"] = _power(df, rep, fixed, delta_pp, alpha)
     rep["verdict"] = verdict(rep)
     return rep
 
@@ -130,31 +131,20 @@ def _environments(fin: pd.DataFrame) -> dict[str, int]:
 
 
 def _power(df: pd.DataFrame, rep: dict[str, Any], fixed: list[str], delta_pp: float, alpha: float) -> dict[str, Any]:
-    """Power for a toggle comparison, from the noise that comparison faces: paired when the design is."""
+    """Power for a toggle comparison, from the noise that comparison faces (paired when the design is), at the
+    verdict's multiplicity (analysis.power)."""
     toggles = [f for f in fixed if rep["design"]["roles"][f] == "treatment"]
+    # without a treatment here, the comparison to plan brings its own mean and spread tests into the family
+    tests = (rep["multiplicity"]["size"] + (0 if toggles else 2)) or 1
     for f in toggles:
         paired = rep["factors"][f]["mean_tests"]["paired"]
         if paired and paired["sd_diff"]:
-            out = seeds_needed(df, f, paired_sd=paired["sd_diff"], n_per_group=paired["blocks"],
-                               delta_pp=delta_pp, alpha=alpha)
+            out = seeds_needed(df, f, paired_sd=paired["sd_diff"], sigma_df=paired["blocks"] - 1,
+                               n_per_group=paired["blocks"], delta_pp=delta_pp, alpha=alpha, tests=tests)
             out["note"] = (f"paired by seed block ({f}: {paired['blocks']} blocks); sigma = std of the paired "
                            f"differences. {out['note']}").strip()
             return out
-    dec = rep["decomposition"]
-    sigma = dec["residual_std"]
-    cols = toggles or dec["factors"] or fixed
-    fin = distinct_runs(df)
-    sizes = [int(fin[c].astype(str).value_counts().min()) for c in cols if c in fin.columns]
-    if sigma is None or not sizes:
-        return seeds_needed(df, delta_pp=delta_pp, alpha=alpha)
-    return seeds_needed(df, sigma=sigma, n_per_group=min(sizes), delta_pp=delta_pp, alpha=alpha)
-
-
-def _seeds_single(df: pd.DataFrame, delta_pp: float) -> dict[str, Any]:
-    """Power from the overall std when nothing is varied (every finished run is a replicate)."""
-    acc = distinct_runs(df)["accuracy"].to_numpy(float)
-    sigma = float(np.std(acc, ddof=1)) if len(acc) >= 2 else None
-    return seeds_needed(df, sigma=sigma, n_per_group=int(len(acc)), delta_pp=delta_pp)
+    return seeds_needed(df, delta_pp=delta_pp, alpha=alpha, tests=tests)
 
 
 def build_report(df: pd.DataFrame, out_dir: Path, *, table_dir: Path | None = None,

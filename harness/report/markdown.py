@@ -216,9 +216,11 @@ def render_markdown(rep: dict[str, Any]) -> str:
     out += _cross_validation(rep.get("cross_validation"))
     need = rep["seeds_needed"]
     out += ["## How many runs", "",
-            f"Seed-noise std {_num(need.get('sigma_pp'))} pp, {need.get('n_per_group')} runs per group: minimum "
-            f"detectable difference {_num(need.get('mde_pp'))} pp (α={need['alpha']}, power {need['power']}, "
+            f"Seed-noise std of a single run {_num(need.get('sigma_pp'))} pp, {need.get('n_per_group')} runs per "
+            f"level: minimum detectable difference {_num(need.get('mde_pp'))} pp (α={need['alpha']} over "
+            f"{need.get('tests', 1)} tests, power {need['power']}, "
             f"{'paired' if need.get('design') == 'paired' else 'two-sample'} t)."
-            f" Runs per group to detect {need.get('delta_pp')} pp: {need.get('n_needed') or '–'}; "
+            f" Runs per level to detect {need.get('delta_pp')} pp: {need.get('n_needed') or '–'} (expected power over "
+            f"the std's uncertainty); "
             f"power at that difference now: {_num(need.get('power_at_delta'), 2)}. {need.get('note', '')}".rstrip(), ""]
     return "\n".join(out)

@@ -234,15 +234,7 @@ def verdict(rep: dict[str, Any]) -> list[str]:
         out.append(f"Multiplicity: the {fam['size']} tests behind these sentences (means, spreads, seed sources, "
                    f"failures) are Holm-adjusted together; family-wise error rate ≤ α={alpha}.")
     out += _determinism_sentences(rep)
-    need = rep["seeds_needed"]
-    if need.get("mde_pp") is not None and need.get("sigma_pp") is not None:
-        noise = "paired-difference std" if need.get("design") == "paired" else "seed noise std"
-        unit = "seed blocks" if need.get("design") == "paired" else "runs per group"
-        s = (f"With {noise} {need['sigma_pp']:.2f} pp and {need['n_per_group']} {unit}, the smallest "
-             f"difference detectable at α={need['alpha']}, power {need['power']} is {need['mde_pp']:.2f} pp")
-        if need.get("n_needed") and need.get("delta_pp"):
-            s += f"; detecting {need['delta_pp']:g} pp needs {need['n_needed']} {unit}"
-        out.append(s + ".")
+    out += _power_sentences(rep["seeds_needed"])
     fl = rep["flips"]
     if fl.get("mean_churn") is not None:
         out.append(f"Between two runs {_pct(fl['mean_churn'], 2)} of validation predictions differ on average "
@@ -254,6 +246,24 @@ def verdict(rep: dict[str, Any]) -> list[str]:
     if rep["n_failed"]:
         out.append(f"{rep['n_failed']} of {rep['n_runs']} runs did not finish and were excluded.")
     return out
+
+
+def _power_sentences(need: dict[str, Any]) -> list[str]:
+    """The smallest difference this study could see, and the runs per level a given difference needs."""
+    if need.get("mde_pp") is None or need.get("sigma_pp") is None:
+        return []
+    noise = ("paired-difference std" if need.get("design") == "paired"
+             else "seed noise std of a single run (seed effects included)")
+    unit = "seed blocks" if need.get("design") == "paired" else "runs per level"
+    tests = need.get("tests", 1)
+    at = f"α={need['alpha']}" + (f" over the {tests} tests (α/{tests} each, as Holm's first step)" if tests > 1 else "")
+    s = (f"With {noise} {need['sigma_pp']:.2f} pp and {need['n_per_group']} {unit}, the smallest "
+         f"difference detectable at {at}, power {need['power']} is {need['mde_pp']:.2f} pp")
+    if need.get("n_needed") and need.get("delta_pp"):
+        df = f" from {need['sigma_df']:g} df" if need.get("sigma_df") else ""
+        s += (f"; detecting {need['delta_pp']:g} pp needs {need['n_needed']} {unit} (t power averaged over the "
+              f"uncertainty of that std{df})")
+    return [s + "."]
 
 
 def _cv_sentences(cv: dict[str, Any] | None, rep: dict[str, Any] | None = None) -> list[str]:

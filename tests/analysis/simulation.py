@@ -10,6 +10,8 @@ Accuracy unit: fractions; seed noise 0.6 pp (SIGMA) unless stated.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import stats as ss
 
@@ -215,3 +217,59 @@ def two_by_two(rng: np.random.Generator, studies: int, cells: tuple[int, int, in
 
 def covered(ci: np.ndarray, truth: float) -> np.ndarray:
     return (ci[:, 0] <= truth) & (truth <= ci[:, 1])
+
+
+def crossed_single_run_std(y: np.ndarray) -> tuple[float, float]:
+    """A single run's std from a 2-way crossed seed table (a × b, one run per cell): σ²_a + σ²_b + σ²_e from the
+    ANOVA mean squares, MS_a/b + MS_b/a + MS_e(1 − 1/a − 1/b), with Satterthwaite's df (analysis.power)."""
+    a, b = y.shape
+    grand = y.mean()
+    ms_a = b * np.sum((y.mean(axis=1) - grand) ** 2) / (a - 1)
+    ms_b = a * np.sum((y.mean(axis=0) - grand) ** 2) / (b - 1)
+    resid = y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + grand
+    ms_e = np.sum(resid**2) / ((a - 1) * (b - 1))
+    parts = np.array([ms_a / b, ms_b / a, ms_e * (1 - 1 / a - 1 / b)])
+    dof = np.array([a - 1, b - 1, (a - 1) * (b - 1)])
+    total = parts.sum()
+    return float(np.sqrt(total)), float(total**2 / np.sum(parts**2 / dof))
+
+
+def pilot_then_study(rng: np.random.Generator, studies: int, design: str, recommend: Any,
+                     delta: float = 0.01, sigma: float = 0.01, pilot: int = 5,
+                     residual_only: bool = False) -> dict[str, float]:
+    """Power of the verdict's test at the n a pilot's report recommends for `delta` (issue 30, fixed-n sentence).
+
+    Per study: a pilot (design `two_levels`: 2 × pilot runs; `crossed`: seeds.order × seeds.init 6 × 6 with shares
+    0.6 / 0.2 of a single run's variance; `factorial`: 2 × 2 × pilot with effects on A and B), its noise estimate
+    (σ̂, df) as the report takes it, `recommend(σ̂, df, tests) -> n per level`, then a fresh study at n per level
+    with `delta` planted, tested as the verdict does (Welch + Bartlett in a Holm family of 2; in the 2 × 2 the
+    model's family of 4). `residual_only`: the crossed pilot's σ̂ is the residual after seed effects (the old
+    sentence's noise). Returns the share of studies whose mean claim survives Holm, and the median n.
+    """
+    hits, ns = [], []
+    for _ in range(studies):
+        if design == "two_levels":
+            a = rng.normal(0, sigma, (2, pilot))
+            s, dof, tests = float(np.sqrt(a.var(ddof=1, axis=1).mean())), 2 * pilot - 2, 2
+        elif design == "crossed":
+            y = (rng.normal(0, np.sqrt(0.6), (6, 1)) + rng.normal(0, np.sqrt(0.2), (1, 6))
+                 + rng.normal(0, np.sqrt(0.2), (6, 6))) * sigma
+            s, dof = crossed_single_run_std(y)
+            if residual_only:  # the old sentence: the residual after the seed effects (25 df)
+                resid = y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + y.mean()
+                s, dof = float(np.sqrt(np.sum(resid**2) / 25)), 25
+            tests = 2  # seeds only: a future toggle brings its mean and spread tests
+        else:
+            r = two_by_two(rng, 1, cells=(pilot,) * 4, a=0.02, b=0.01, sigma=sigma)
+            resid = np.concatenate([v[0] - v[0].mean() for v in r["y"].values()])
+            s, dof, tests = float(np.sqrt(np.sum(resid**2) / (4 * pilot - 4))), 4 * pilot - 4, 4
+        n = int(recommend(s, dof, tests))
+        ns.append(n)
+        if design == "factorial":
+            cell = int(np.ceil(n / 2))
+            p = two_by_two(rng, 1, cells=(cell,) * 4, a=delta, b=0.01, sigma=sigma)["family"]
+        else:
+            x, z = rng.normal(0.9, sigma, (1, n)), rng.normal(0.9 + delta, sigma, (1, n))
+            p = _welch_bf([x, z])
+        hits.append(bool(holm_adjust(p)[0, 0] < ALPHA))
+    return {"power": float(np.mean(hits)), "median_n": float(np.median(ns))}

@@ -173,7 +173,7 @@ def test_omega_squared_matches_the_statsmodels_anova_table() -> None:
 def test_one_role_rule_reads_role_columns_everywhere() -> None:
     """Issue 28 item 5: decomposition and CV inferred roles from the `seeds.` prefix and ignored `role.<factor>`."""
     from harness.analysis.cv import cross_validation
-    from harness.analysis.decomposition import seeds_needed
+    from harness.analysis.power import seeds_needed
 
     rng = np.random.default_rng(9)
     df = pd.DataFrame({"B": ["x", "y"] * 4, "seeds.x": ["a", "a"] + ["b"] * 6, "role.seeds.x": "treatment",
