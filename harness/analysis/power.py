@@ -116,9 +116,9 @@ def seeds_needed(df: Any, factor: str | None = None, *, sigma: float | None = No
     if n_per_group is None:
         fin, roles = distinct_runs(df), factor_roles(df)
         varied = [c for c in factor_columns(df) if fin[c].astype(str).nunique() > 1]
-        cols = [factor] if factor else ([c for c in varied if roles[c] == "treatment"] or varied)
+        cols = [factor] if factor else [c for c in varied if roles[c] == "treatment"]
         sizes = [int(fin[c].astype(str).value_counts().min()) for c in cols if c in fin.columns and len(fin)]
-        n_per_group = min(sizes) if sizes else (len(fin) or None)  # nothing varied: every run is a replicate
+        n_per_group = min(sizes) if sizes else (len(fin) or None)  # no treatment varied: every run is a replicate
     level = alpha / max(tests, 1)
     out: dict[str, Any] = {"factor": factor, "sigma": num(sigma), "sigma_pp": num(100 * sigma) if sigma else None,
                            "sigma_df": num(sigma_df), "n_per_group": n_per_group, "alpha": alpha,

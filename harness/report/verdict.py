@@ -12,6 +12,7 @@ from typing import Any
 from harness.analysis.decomposition import RESIDUAL
 from harness.analysis.levels import ALPHA, IDENTICAL_REPLICATES, fmt_p
 from harness.report.effects import best_vs_worst, effect_text, mean_test, spread_test
+from harness.report.seed_sentences import seed_component_sentences, seed_source_sentences
 
 __all__ = ["best_vs_worst", "verdict", "verdict_claims"]
 
@@ -103,27 +104,6 @@ def _model_sentences(rep: dict[str, Any]) -> list[str]:
     return out + [text + "."]
 
 
-def _seed_source_sentences(rep: dict[str, Any]) -> list[str]:
-    """Per seed-source factor: each level's std with its chi-square CI, against the all-fixed level."""
-    out = []
-    for name, f in rep["factors"].items():
-        spread = f.get("seed_spread")
-        if not spread:
-            continue
-        parts = []
-        for lv in spread["levels"]:
-            if lv["std"] is None or lv["level"] == spread["fixed_level"]:
-                continue
-            ci = f" (95% CI {_pp_abs(lv['std_ci'][0])}–{_pp_abs(lv['std_ci'][1])})" if lv["std_ci"] else ""
-            claim = _claim(rep, name, "seed_source", lv["level"])
-            vs = f", vs all-fixed Holm {fmt_p(claim['p_holm'])}" if claim else ""
-            parts.append(f"{lv['level']} {_pp_abs(lv['std'])}{ci}{vs}")
-        if parts:
-            tail = f" {spread['note'][0].upper()}{spread['note'][1:]}." if spread["note"] else ""
-            out.append(f"Seed sources ({name}): accuracy std per level " + "; ".join(parts) + "." + tail)
-    return out
-
-
 def _failure_sentences(rep: dict[str, Any]) -> list[str]:
     """Factors whose failure rates differ (Holm), with the counts; the others in one sentence."""
     out, calm = [], []
@@ -170,10 +150,6 @@ def _lead(rep: dict[str, Any]) -> tuple[str, set[str]]:
     floor = (f": no effect larger than {need['mde_pp']:.2f} pp at {need['power']:.0%} power, the smallest this "
              "study could have seen" if need.get("mde_pp") is not None else "")
     return (f"{spread}; no factor ({', '.join(tested)}) changes mean accuracy beyond seed noise{floor}.", set())
-
-
-def _pp_abs(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f} pp"
 
 
 def verdict(rep: dict[str, Any]) -> list[str]:
@@ -227,7 +203,8 @@ def verdict(rep: dict[str, Any]) -> list[str]:
             continue
         out.append(f"{name}: {effect_text(bw)} — {'beyond' if claim['reject'] else 'not distinguishable from'} "
                    f"seed noise ({claim['test']}, Holm {fmt_p(claim['p_holm'])}, α={alpha}).")
-    out += _seed_source_sentences(rep)
+    out += seed_source_sentences(rep, _claim)
+    out += seed_component_sentences(rep)
     out += _spread_sentences(rep, alpha)
     out += _failure_sentences(rep)
     if fam["size"]:
@@ -260,7 +237,7 @@ def _power_sentences(need: dict[str, Any]) -> list[str]:
     s = (f"With {noise} {need['sigma_pp']:.2f} pp and {need['n_per_group']} {unit}, the smallest "
          f"difference detectable at {at}, power {need['power']} is {need['mde_pp']:.2f} pp")
     if need.get("n_needed") and need.get("delta_pp"):
-        df = f" from {need['sigma_df']:g} df" if need.get("sigma_df") else ""
+        df = f" from {need['sigma_df']:.3g} df" if need.get("sigma_df") else ""
         s += (f"; detecting {need['delta_pp']:g} pp needs {need['n_needed']} {unit} (t power averaged over the "
               f"uncertainty of that std{df})")
     return [s + "."]

@@ -268,3 +268,32 @@ def test_seeds_needed_delivers_its_power() -> None:
     for design in ("two_levels", "crossed", "factorial"):
         got = sim.pilot_then_study(np.random.default_rng(81), 200, design, recommend)["power"]
         assert 0.75 <= got <= 0.85, (design, got)
+
+
+def test_crossed_seed_components_in_the_verdict() -> None:
+    """Issue 28 item 3: the verdict never mentioned either seed factor of a crossed design (0 of 200 studies); it
+    now states both, each with the interval that covers (the partial share), the share of a single run's variance
+    as a point estimate, and that the two are indistinguishable when their intervals overlap."""
+    r = sim.crossed(np.random.default_rng(63), 1)
+    rows = [{"seeds.order": str(i), "seeds.init": str(j), "accuracy": 0.9 + 0.003 * r["y"][0, i, j, 0]}
+            for i in range(6) for j in range(6)]
+    rep = analyze(pd.DataFrame(rows))
+    text = next(s for s in rep["verdict"] if s.startswith("Seed components (fitted jointly, crossed)"))
+    for name, ci in (("seeds.order", r["a_ci"][0]), ("seeds.init", r["b_ci"][0])):
+        assert f"{name} std " in text and f"(95% CI {100 * ci[0]:.1f}%–{100 * ci[1]:.1f}%, beside the residual" in text
+    assert ("indistinguishable in size" in text) == (r["a_ci"][0, 0] <= r["b_ci"][0, 1] and r["b_ci"][0, 0]
+                                                    <= r["a_ci"][0, 1])
+
+
+def test_seed_sources_of_similar_size_are_not_ranked() -> None:
+    """Issue 28 item 6: overlapping intervals → 'indistinguishable in size'; clearly different spreads are not."""
+    rng = np.random.default_rng(17)
+
+    def verdict(sd_order: float) -> str:
+        rows = [{"seeds.fresh": lv, "seed_block": "b0" if lv == "none" else f"{lv}{i}",
+                 "accuracy": 0.9 + (0.0 if lv == "none" else rng.normal(0, {"init": 0.006, "order": sd_order}[lv]))}
+                for lv in ("none", "init", "order") for i in range(12)]
+        return next(s for s in analyze(pd.DataFrame(rows))["verdict"] if s.startswith("Seed sources (seeds.fresh)"))
+
+    assert "indistinguishable in size" in verdict(0.006)
+    assert "indistinguishable in size" not in verdict(0.0005)
