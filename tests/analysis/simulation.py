@@ -52,11 +52,13 @@ def factorial_copies(rng: np.random.Generator, studies: int, n: int = 4, copies:
                      k: int = 3) -> dict[str, np.ndarray]:
     """k levels × n distinct trainings; level 0 ran with every source fixed so each training appears `copies`×.
 
-    Returns the family p-values on distinct runs and, for contrast, the one-way ANOVA p with copies counted.
+    Returns the family p-values on distinct runs and, for contrast, the one-way ANOVA p and the family with the
+    copies counted (what a table whose copies carry distinct config_keys got before copies went by weights_hash).
     """
     y = [rng.normal(0.9, SIGMA, (studies, n)) for _ in range(k)]
     counted = [np.repeat(y[0], copies, axis=1), *y[1:]]
-    return {"family": _welch_bf(y), "anova_copies_counted": ss.f_oneway(*counted, axis=1).pvalue}
+    return {"family": _welch_bf(y), "anova_copies_counted": ss.f_oneway(*counted, axis=1).pvalue,
+            "family_copies_counted": _welch_bf(counted)}
 
 
 def paired(rng: np.random.Generator, studies: int, blocks: int = 5, shift: float = 0.0,
@@ -273,3 +275,14 @@ def pilot_then_study(rng: np.random.Generator, studies: int, design: str, recomm
             p = _welch_bf([x, z])
         hits.append(bool(holm_adjust(p)[0, 0] < ALPHA))
     return {"power": float(np.mean(hits)), "median_n": float(np.median(ns))}
+
+
+def unused_seed(rng: np.random.Generator, studies: int, n: int = 5, k: int = 3) -> dict[str, np.ndarray]:
+    """k levels × n runs; at level 0 every source but one the training never uses is fixed, so its n runs are one
+    training under n config_keys. Weights first, level 0 is one distinct run (left out: n < 3) and the family
+    tests the other levels; counted by config_key (before), level 0 had zero spread."""
+    y = [rng.normal(0.9, SIGMA, (studies, n)) for _ in range(k)]
+    copied = [np.repeat(y[0][:, :1], n, axis=1), *y[1:]]
+    with np.errstate(all="ignore"):  # Welch is undefined with a zero-spread level: the verdict used the ANOVA
+        before = np.column_stack([ss.f_oneway(*copied, axis=1).pvalue, ss.bartlett(*copied, axis=1).pvalue])
+    return {"family": _welch_bf(y[1:]), "family_copies_counted": before}

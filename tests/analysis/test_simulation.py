@@ -209,6 +209,18 @@ def test_copies_by_weights_hash_whatever_the_keys_say() -> None:
     assert _claims(rep, "A")["spread"] == pytest.approx(ss.bartlett(*y).pvalue, rel=1e-8)
     assert any(s.startswith("8 bit-identical copies (same weights_hash") for s in rep["verdict"])
 
+    rows = [{"A": "off", "seeds.augment": str(i), "config_key": f"k{i}", "weights_hash": "w", "accuracy": 0.9}
+            for i in range(5)]  # one training under five keys
+    rows += [{"A": f"l{k}", "seeds.augment": str(i), "config_key": f"c{k}{i}", "weights_hash": f"v{k}{i}",
+              "accuracy": 0.9 + 0.006 * rng.standard_normal()} for k in (1, 2) for i in range(5)]
+    rep = analyze(pd.DataFrame(rows))
+    assert rep["factors"]["A"]["mean_tests"]["excluded_levels"] == ["off"]  # one distinct run: left out
+    r = sim.unused_seed(np.random.default_rng(19), STUDIES)
+    assert sim.family_rejects(r["family"]).mean() <= 0.07
+    with np.errstate(all="ignore"):
+        before = sim.holm_adjust(r["family_copies_counted"]) < 0.05
+    assert before[:, 0].mean() > 0.3 and before[:, 1].mean() > 0.99  # counted by config_key: 0.35 / 1.00
+
 
 @pytest.mark.parametrize("factorial", [False, True])
 def test_identical_replicates_without_hashes_are_not_tested(factorial: bool) -> None:
