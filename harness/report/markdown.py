@@ -44,6 +44,7 @@ def _factor(name: str, f: dict[str, Any], plots: dict[str, str]) -> list[str]:
     else:
         out.append(f"- Means: {m['reason']}")
     out += _paired(m.get("paired"))
+    out += _model(f.get("model_tests"))
     out += _seed_spread(f.get("seed_spread"))
     out += _failures(f.get("failures"))
     if m["excluded_levels"]:
@@ -68,6 +69,21 @@ def _paired(pr: dict[str, Any] | None) -> list[str]:
     return out + _table(["a − b", "pairs", "diff pp", "95% CI pp", "paired t p", "p (Holm)"],
                         [[f"{r['a']} − {r['b']}", str(r["n_pairs"]), _pct(r["mean_diff"]), _ci(r["ci"]),
                           _num(r["p"]), _num(r["p_holm"])] for r in pr["pairwise"]]) + [""]
+
+
+def _model(mt: dict[str, Any] | None) -> list[str]:
+    """The factor tested within the multi-factor model (the verdict's test when several treatments vary)."""
+    if not mt:
+        return []
+    if "p" not in mt:
+        return [f"- Within the multi-factor model: {mt['reason']}", ""]
+    spread = mt["spread"]
+    out = [f"- Within the multi-factor model: type-III F = {_num(mt['F'])} ({mt['df_num']:g}, {mt['df_denom']:g} df), "
+           f"{fmt_p(mt['p'])}; Bartlett within cells {fmt_p(spread['p'])}; runs per level "
+           + ", ".join(f"{k} {v}" for k, v in mt["runs_per_level"].items()) + " (unadjusted p)", ""]
+    return out + _table(["a − b (marginal means)", "diff pp", "95% CI pp (unadjusted)", "t p"],
+                        [[f"{r['a']} − {r['b']}", _pct(r["mean_diff"]), _ci(r["ci"]), _num(r["p"])]
+                         for r in mt["pairs"]]) + [""]
 
 
 def _seed_spread(sp: dict[str, Any] | None) -> list[str]:
