@@ -1,6 +1,7 @@
-"""Long calibration run of the report's statistics (issue 15): the suite's simulations at ≥ 10,000 studies.
+"""Long calibration run of the report's statistics (issues 15, 28, 30): the suite's simulations at ≥ 10,000 studies.
 
-    python benchmarks/stats_simulation.py                 # about a minute on one core
+    python benchmarks/stats_simulation.py                 # about 4 minutes on a shared 2-core box
+    python benchmarks/stats_simulation.py --power-studies 200   # the pilot → study loops are the slow part
     python benchmarks/stats_simulation.py --studies 20000 --seed 7
 
 Prints `RESULT name = value [target ...]` lines (like the other benchmarks) and a Markdown table for
