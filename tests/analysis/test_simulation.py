@@ -309,3 +309,19 @@ def test_seed_sources_of_similar_size_are_not_ranked() -> None:
 
     assert "indistinguishable in size" in verdict(0.006)
     assert "indistinguishable in size" not in verdict(0.0005)
+
+
+def test_smallest_detectable_difference_holds_in_a_balanced_factorial() -> None:
+    """Issue 28 item 1: in a balanced factorial the power sentence promised 0.8 where the test it described
+    reached 0.035. A difference of the stated size is now found by the verdict's test (within the model, Holm over
+    its 4 claims) at about the promised power, whatever the other factor does."""
+    from harness.analysis.power import seeds_needed
+
+    one = sim.two_by_two(np.random.default_rng(72), 1, b=0.02)
+    need = analyze(_two_by_two_table(one))["seeds_needed"]
+    assert need["tests"] == 4 and need["n_per_group"] == 16 and need["alpha_per_test"] == pytest.approx(0.0125)
+    mde = seeds_needed(None, sigma=sim.SIGMA, n_per_group=16, tests=4)["mde_pp"] / 100
+    for b in (0.0, 0.02):
+        r = sim.two_by_two(np.random.default_rng(73), STUDIES, a=mde, b=b)
+        got = (sim.holm_adjust(r["family"])[:, 0] < sim.ALPHA).mean()
+        assert 0.75 <= got <= 0.85, (b, got)
