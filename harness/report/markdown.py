@@ -50,7 +50,8 @@ def _factor(name: str, f: dict[str, Any], plots: dict[str, str]) -> list[str]:
     if m["excluded_levels"]:
         out.append(f"- Excluded from tests (fewer than 3 runs): {', '.join(m['excluded_levels'])}")
     if m["pairwise"]:
-        out += ["", *_table(["a − b", "diff pp", "95% CI pp", "Welch p (Holm)", "Mann–Whitney p (Holm)",
+        pooled = " (pooled over the other factors)" if f.get("model_tests") else ""
+        out += ["", *_table([f"a − b{pooled}", "diff pp", "95% CI pp", "Welch p (Holm)", "Mann–Whitney p (Holm)",
                              "Cohen's d", "Cliff's δ"],
                             [[f"{p['a']} − {p['b']}", _pct(p["mean_diff"]), _ci(p["ci"]), _num(p.get("welch_p_holm")),
                               _num(p.get("mw_p_holm")), _num(p["cohens_d"]), _num(p["cliffs_delta"])]
