@@ -66,7 +66,14 @@ def seeds_needed_power(studies: int, rng: Callable[[int], np.random.Generator]) 
         n = TTestIndPower().solve_power(effect_size=0.01 / s, alpha=0.05, power=0.8, ratio=1.0)
         return max(2, int(np.ceil(float(np.squeeze(n)))))
 
+    from harness.analysis.intervals import share_gci
+
     rows: list[tuple[str, float, str]] = []
+    for reps in (1, 2):
+        cover = sim.crossed_share_coverage(rng(97 + reps), studies, share_gci, reps=reps).mean(axis=0)
+        rows.append((f"coverage share-of-a-single-run CI (generalized), crossed 6 × 6 × {reps}: order / init",
+                     float(cover[0]), "[0.93, 0.97]"))
+        rows.append(("  init", float(cover[1]), "[0.93, 0.97]"))
     mde = seeds_needed(None, sigma=sim.SIGMA, n_per_group=16, tests=4)["mde_pp"] / 100
     for b in (0.0, 0.02):
         r = sim.two_by_two(rng(95 + int(100 * b)), 10 * studies, a=mde, b=b)

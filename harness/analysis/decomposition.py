@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import stats as ss
 
 from harness.analysis.common import num, quiet
+from harness.analysis.intervals import share_gci
 from harness.analysis.runs_table import copies_unknown, distinct_runs, factor_columns
 
 ALPHA = 0.05
@@ -183,8 +184,8 @@ def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = 
     jointly: REML with one variance component per seed factor (MixedLM vc_formula), and the F of `factor`
     from the ANOVA with the crossed factors in the model. `share` is then σ²_factor over the total of all
     components; the exact F interval (Searle) is for the partial share σ²_factor / (σ²_factor + σ²_residual)
-    and is reported as `partial_share_ci` (`share_ci` stays null: no exact interval for the share of the
-    total with crossed components).
+    (`partial_share_ci`); there is no exact interval for the share of the total with crossed components, so
+    `share_ci` is the generalized confidence interval (intervals.share_gci) from the same ANOVA table.
     """
     import statsmodels.formula.api as smf
 
@@ -238,9 +239,14 @@ def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = 
         hi_f = f_obs / ss.f.ppf(ALPHA / 2, df1, df2)
         ci = [num(max(0.0, (lo_f - 1) / (lo_f + n0 - 1))), num(min(1.0, (hi_f - 1) / (hi_f + n0 - 1)))]
         out["partial_share_ci"] = ci
-        out["share_ci"] = None if crossed else ci
+        out["share_ci"] = ci
         out["p"] = num(table["PR(>F)"].iloc[0])
     if crossed:
+        rows = ["C(g)", *[f"C(z{i})" for i in range(len(crossed))], "Residual"]
+        levels = [out["levels"], *[int(d[f"z{i}"].nunique()) for i in range(len(crossed))]]
+        out["share_ci"] = share_gci([float(table.loc[r, "sum_sq"]) for r in rows],
+                                    [float(table.loc[r, "df"]) for r in rows], [len(d) / k for k in levels], 0)
         out["method"] = (f"joint REML with {', '.join(crossed)} (statsmodels MixedLM, crossed variance components); "
-                         "partial-share CI from the ANOVA F with the crossed factors in the model (Searle)")
+                         "partial-share CI from the ANOVA F with the crossed factors in the model (Searle); share CI "
+                         "of a single run's variance: generalized confidence interval (Weerahandi)")
     return out

@@ -61,26 +61,21 @@ def seed_source_sentences(rep: dict[str, Any], claim: Callable[..., dict[str, An
 
 
 def seed_component_sentences(rep: dict[str, Any]) -> list[str]:
-    """Seed-value factors (random effects, crossed ones fitted jointly): std component, share, interval."""
+    """Seed-value factors (random effects, crossed ones fitted jointly): std component, its share of a single
+    run's variance and that share's interval (Searle's F interval for one factor; the generalized confidence
+    interval for crossed ones, which have no exact one)."""
     fitted = {k: v for k, v in (rep.get("random_effects") or {}).items() if v.get("testable")}
     if not fitted:
         return []
     parts, cis = [], []
     for name, re in fitted.items():
-        if re["crossed"]:
-            ci = re["partial_share_ci"]
-            interval = (f", partial share {_pct(re['partial_share'])} (95% CI {_pct(ci[0])}–{_pct(ci[1])}, beside "
-                        "the residual only)" if ci else "")
-            parts.append(f"{name} std {_pp(re['sd_factor'])}, {_pct(re['share'])} of a single run's variance "
-                         f"(point estimate: no exact interval with crossed components){interval}")
-        else:
-            ci = re["share_ci"]
-            interval = f" (95% CI {_pct(ci[0])}–{_pct(ci[1])})" if ci else ""
-            parts.append(f"{name} std {_pp(re['sd_factor'])}, {_pct(re['share'])} of a single run's variance"
-                         + interval)
-        cis.append(re["partial_share_ci"] if re["crossed"] else re["share_ci"])
+        ci = re["share_ci"]
+        how = ", generalized CI" if re["crossed"] else ""
+        interval = f" (95% CI {_pct(ci[0])}–{_pct(ci[1])}{how})" if ci else ""
+        parts.append(f"{name} std {_pp(re['sd_factor'])}, {_pct(re['share'])} of a single run's variance{interval}")
+        cis.append(ci)
     first = next(iter(fitted.values()))
     how = "fitted jointly, crossed" if first["crossed"] else "REML"
     text = (f"Seed components ({how}): " + "; ".join(parts)
             + f"; residual std {_pp(first['sd_residual'])}.")
-    return [text + _size_tail(list(fitted), cis, "partial-share" if first["crossed"] else "share")]
+    return [text + _size_tail(list(fitted), cis, "share")]

@@ -221,6 +221,28 @@ def covered(ci: np.ndarray, truth: float) -> np.ndarray:
     return (ci[:, 0] <= truth) & (truth <= ci[:, 1])
 
 
+def crossed_share_coverage(rng: np.random.Generator, studies: int, share_ci: Any, reps: int = 1,
+                           shares: tuple[float, float] = (0.6, 0.2)) -> np.ndarray:
+    """(studies, 2): does `share_ci(sum_sq, df, per_level, target)` (intervals.share_gci) cover each crossed seed
+    factor's planted share of a single run's variance? The sums of squares are those of crossed()."""
+    r = crossed(rng, studies, reps=reps, shares=shares)
+    y = r["y"]
+    a, b = y.shape[1], y.shape[2]
+    grand = y.mean(axis=(1, 2, 3), keepdims=True)
+    ss_a = b * reps * np.sum((y.mean(axis=(2, 3), keepdims=True) - grand) ** 2, axis=(1, 2, 3))
+    ss_b = a * reps * np.sum((y.mean(axis=(1, 3), keepdims=True) - grand) ** 2, axis=(1, 2, 3))
+    ss_e = np.sum((y - grand) ** 2, axis=(1, 2, 3)) - ss_a - ss_b
+    dof = [a - 1, b - 1, a * b * reps - a - b + 1]
+    out = np.zeros((studies, 2), bool)
+    for s in range(studies):
+        for k, (order, truth) in enumerate(((0, shares[0]), (1, shares[1]))):
+            sums = [ss_a[s], ss_b[s]] if order == 0 else [ss_b[s], ss_a[s]]
+            per = [b * reps, a * reps] if order == 0 else [a * reps, b * reps]
+            ci = share_ci([*sums, ss_e[s]], [dof[order], dof[1 - order], dof[2]], per, 0)
+            out[s, k] = ci[0] <= truth <= ci[1]
+    return out
+
+
 def crossed_single_run_std(y: np.ndarray) -> tuple[float, float]:
     """A single run's std from a 2-way crossed seed table (a × b, one run per cell): σ²_a + σ²_b + σ²_e from the
     ANOVA mean squares, MS_a/b + MS_b/a + MS_e(1 − 1/a − 1/b), with Satterthwaite's df (analysis.power)."""

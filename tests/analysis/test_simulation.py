@@ -154,7 +154,16 @@ def test_crossed_seed_sources_fitted_jointly() -> None:
     assert order["crossed"] == ["seeds.init"] and init["crossed"] == ["seeds.order"]
     assert order["partial_share_ci"] == pytest.approx(list(r["a_ci"][0]), rel=1e-8)  # joint F, not one at a time
     assert init["partial_share_ci"] == pytest.approx(list(r["b_ci"][0]), rel=1e-8)
-    assert order["share_ci"] is None  # no exact interval for the share of the total
+    # no exact interval for the share of a single run's variance: the generalized CI from the same table
+    from harness.analysis.intervals import share_gci
+
+    y = 0.003 * r["y"][0, :, :, 0]
+    ss_a, ss_b = 6 * np.sum((y.mean(axis=1) - y.mean()) ** 2), 6 * np.sum((y.mean(axis=0) - y.mean()) ** 2)
+    ss_e = np.sum((y - y.mean()) ** 2) - ss_a - ss_b
+    assert order["share_ci"] == pytest.approx(share_gci([ss_a, ss_b, ss_e], [5, 5, 25], [6, 6], 0), rel=1e-6)
+    assert init["share_ci"] == pytest.approx(share_gci([ss_b, ss_a, ss_e], [5, 5, 25], [6, 6], 0), rel=1e-6)
+    cover = sim.crossed_share_coverage(np.random.default_rng(64), 1000, share_gci)
+    assert np.all((cover.mean(axis=0) >= 0.93) & (cover.mean(axis=0) <= 0.97)), cover.mean(axis=0)
 
     r = sim.crossed(np.random.default_rng(61), STUDIES)
     for name in ("a", "b"):
@@ -284,17 +293,20 @@ def test_seeds_needed_delivers_its_power() -> None:
 
 def test_crossed_seed_components_in_the_verdict() -> None:
     """Issue 28 item 3: the verdict never mentioned either seed factor of a crossed design (0 of 200 studies); it
-    now states both, each with the interval that covers (the partial share), the share of a single run's variance
-    as a point estimate, and that the two are indistinguishable when their intervals overlap."""
+    now states both, each with its share of a single run's variance and the generalized interval that covers
+    (test_crossed_seed_sources_fitted_jointly), and that they are indistinguishable when the intervals overlap."""
     r = sim.crossed(np.random.default_rng(63), 1)
     rows = [{"seeds.order": str(i), "seeds.init": str(j), "accuracy": 0.9 + 0.003 * r["y"][0, i, j, 0]}
             for i in range(6) for j in range(6)]
     rep = analyze(pd.DataFrame(rows))
     text = next(s for s in rep["verdict"] if s.startswith("Seed components (fitted jointly, crossed)"))
-    for name, ci in (("seeds.order", r["a_ci"][0]), ("seeds.init", r["b_ci"][0])):
-        assert f"{name} std " in text and f"(95% CI {100 * ci[0]:.1f}%–{100 * ci[1]:.1f}%, beside the residual" in text
-    assert ("indistinguishable in size" in text) == (r["a_ci"][0, 0] <= r["b_ci"][0, 1] and r["b_ci"][0, 0]
-                                                    <= r["a_ci"][0, 1])
+    cis = []
+    for name in ("seeds.order", "seeds.init"):
+        re = rep["random_effects"][name]
+        cis.append(re["share_ci"])
+        assert (f"{name} std {100 * re['sd_factor']:.2f} pp, {100 * re['share']:.1f}% of a single run's variance "
+                f"(95% CI {100 * re['share_ci'][0]:.1f}%–{100 * re['share_ci'][1]:.1f}%, generalized CI)") in text
+    assert ("indistinguishable in size" in text) == (cis[0][0] <= cis[1][1] and cis[1][0] <= cis[0][1])
 
 
 def test_seed_sources_of_similar_size_are_not_ranked() -> None:
