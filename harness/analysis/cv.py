@@ -21,23 +21,24 @@ import scipy.stats as ss
 
 from harness.analysis.common import num, quiet
 from harness.analysis.multiplicity import holm
-from harness.analysis.runs_table import finished_runs
-
-FOLD = "evaluation.fold"
+from harness.analysis.runs_table import factor_roles, finished_runs
+from harness.study.roles import FOLD
 
 
 def cross_validation(df: pd.DataFrame, preds: dict[str, pd.DataFrame], others: list[str]) -> dict[str, Any] | None:
     """One entry per setting of the other varied factors; None when the study has no fold factor."""
     fin = finished_runs(df)
-    if FOLD not in fin.columns or fin[FOLD].nunique() < 2 or "replicate" not in fin.columns:
+    roles = factor_roles(fin)
+    fold = next((f for f, r in roles.items() if r == "fold"), FOLD)  # a `role.<factor>` column may name another
+    if fold not in fin.columns or fin[fold].nunique() < 2 or "replicate" not in fin.columns:
         return None
-    others = [f for f in others if f != FOLD and not f.startswith("seeds.")]
+    others = [f for f in others if f != fold and roles.get(f) == "treatment"]
     groups = fin.groupby(others, sort=False) if others else [((), fin)]
     rows = []
     for setting, group in groups:
         setting = setting if isinstance(setting, tuple) else (setting,)
-        rows.append({"setting": dict(zip(others, map(str, setting), strict=True)), **_one(group, preds)})
-    return {"folds": int(fin[FOLD].nunique()), "groups": rows, "comparisons": _compare(rows)}
+        rows.append({"setting": dict(zip(others, map(str, setting), strict=True)), **_one(group, preds, fold)})
+    return {"folds": int(fin[fold].nunique()), "groups": rows, "comparisons": _compare(rows)}
 
 
 def _name(setting: dict[str, str]) -> str:
@@ -66,9 +67,9 @@ def _compare(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _one(group: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    folds = sorted(group[FOLD].astype(str).unique())
-    complete = group.groupby("replicate").filter(lambda g: g[FOLD].astype(str).nunique() == len(folds))
+def _one(group: pd.DataFrame, preds: dict[str, pd.DataFrame], fold: str) -> dict[str, Any]:
+    folds = sorted(group[fold].astype(str).unique())
+    complete = group.groupby("replicate").filter(lambda g: g[fold].astype(str).nunique() == len(folds))
     by_rep = complete.groupby("replicate")
     per_seed = by_rep["accuracy"].mean().to_numpy(float)
     blocks = ([",".join(sorted(set(g["seed_block"].astype(str)))) for _, g in by_rep]
@@ -81,17 +82,17 @@ def _one(group: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> dict[str, Any]:
         with quiet():
             interval = ss.ttest_1samp(per_seed, 0.0).confidence_interval(0.95)
         out["ci"] = [num(max(interval.low, 0.0)), num(min(interval.high, 1.0))]
-    out["ensemble"] = _majority_vote(complete, preds)
+    out["ensemble"] = _majority_vote(complete, preds, fold)
     return out
 
 
-def _majority_vote(runs: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> dict[str, Any] | None:
+def _majority_vote(runs: pd.DataFrame, preds: dict[str, pd.DataFrame], fold: str) -> dict[str, Any] | None:
     """Accuracy of the per-fold majority vote of every seed, over all validation images of all folds."""
     if "run_key" not in runs.columns or not all(key in preds for key in runs["run_key"]):
         return None
     correct = total = 0
-    for _, fold in runs.groupby(FOLD):
-        frames = [preds[key].set_index("id").sort_index() for key in fold["run_key"]]
+    for _, runs_of_fold in runs.groupby(fold):
+        frames = [preds[key].set_index("id").sort_index() for key in runs_of_fold["run_key"]]
         if any(not f.index.equals(frames[0].index) for f in frames):
             return None  # the seeds of one fold were validated on different images: no vote
         votes = np.stack([f["pred"].to_numpy() for f in frames])

@@ -12,7 +12,7 @@
 - random_effects: variance component of a seed factor (REML, statsmodels MixedLM, other varied
   factors as fixed effects) and its intraclass share with the classic F-based interval (Searle
   1971) from the ANOVA table's F for that factor; exact when balanced, approximate otherwise.
-- seeds_needed: statsmodels TTestIndPower on the residual std.
+(How many runs a comparison needs: harness.analysis.power.)
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import pandas as pd
 from scipy import stats as ss
 
 from harness.analysis.common import num, quiet
-from harness.analysis.runs_table import distinct_runs, factor_columns
+from harness.analysis.intervals import share_gci
+from harness.analysis.runs_table import copies_unknown, distinct_runs, factor_columns
 
 ALPHA = 0.05
 
@@ -108,6 +109,10 @@ def variance_decomposition(df: pd.DataFrame, factors: list[str] | None = None) -
             return out
         out["note"] = "interactions dropped: not estimable. "
     table = _fit_table(d, formula)
+    if float(table["sum_sq"].iloc[-1]) <= 1e-12 * total and copies_unknown(df):
+        out["reason"] = ("not testable: the replicates within every cell are identical (zero spread is not seed "
+                         "noise to split the variance against)")
+        return out
     cells = d.groupby([names[f] for f in used]).size()
     full = int(np.prod([d[names[f]].nunique() for f in used]))
     out["balanced"] = bool(len(cells) == full and cells.nunique() == 1)
@@ -179,8 +184,8 @@ def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = 
     jointly: REML with one variance component per seed factor (MixedLM vc_formula), and the F of `factor`
     from the ANOVA with the crossed factors in the model. `share` is then σ²_factor over the total of all
     components; the exact F interval (Searle) is for the partial share σ²_factor / (σ²_factor + σ²_residual)
-    and is reported as `partial_share_ci` (`share_ci` stays null: no exact interval for the share of the
-    total with crossed components).
+    (`partial_share_ci`); there is no exact interval for the share of the total with crossed components, so
+    `share_ci` is the generalized confidence interval (intervals.share_gci) from the same ANOVA table.
     """
     import statsmodels.formula.api as smf
 
@@ -234,59 +239,14 @@ def random_effects(df: pd.DataFrame, factor: str, *, others: list[str] | None = 
         hi_f = f_obs / ss.f.ppf(ALPHA / 2, df1, df2)
         ci = [num(max(0.0, (lo_f - 1) / (lo_f + n0 - 1))), num(min(1.0, (hi_f - 1) / (hi_f + n0 - 1)))]
         out["partial_share_ci"] = ci
-        out["share_ci"] = None if crossed else ci
+        out["share_ci"] = ci
         out["p"] = num(table["PR(>F)"].iloc[0])
     if crossed:
+        rows = ["C(g)", *[f"C(z{i})" for i in range(len(crossed))], "Residual"]
+        levels = [out["levels"], *[int(d[f"z{i}"].nunique()) for i in range(len(crossed))]]
+        out["share_ci"] = share_gci([float(table.loc[r, "sum_sq"]) for r in rows],
+                                    [float(table.loc[r, "df"]) for r in rows], [len(d) / k for k in levels], 0)
         out["method"] = (f"joint REML with {', '.join(crossed)} (statsmodels MixedLM, crossed variance components); "
-                         "partial-share CI from the ANOVA F with the crossed factors in the model (Searle)")
-    return out
-
-
-def seeds_needed(df: pd.DataFrame, factor: str | None = None, *, sigma: float | None = None,
-                 n_per_group: int | None = None, alpha: float = ALPHA, power: float = 0.8,
-                 delta_pp: float | None = None, paired_sd: float | None = None) -> dict[str, Any]:
-    """Minimum detectable difference (pp) at the study's n per group, and runs per group for Δ pp.
-
-    sigma defaults to the residual std of the full decomposition (seed noise), or of the one-way
-    model of `factor` when given; n per group defaults to the smallest level size of `factor`, or
-    without a factor the smallest level size among varied non-seed factors (a toggle comparison),
-    else among all varied factors. Two-sided two-sample t-test power, statsmodels TTestIndPower.
-    Paired designs pass `paired_sd` (std of the paired differences) and n_per_group = number of blocks:
-    then it is paired-t power (statsmodels TTestPower) with effect size Δ / sd of the differences.
-    """
-    from statsmodels.stats.power import TTestIndPower, TTestPower
-
-    fin = distinct_runs(df)
-    if paired_sd is not None:
-        sigma = paired_sd
-    if sigma is None or n_per_group is None:
-        dec = variance_decomposition(df, [factor] if factor else None)
-        sigma = dec["residual_std"] if sigma is None else sigma
-        if n_per_group is None and dec["factors"]:
-            toggles = [c for c in dec["factors"] if not str(c).startswith("seeds.")]
-            cols = [factor] if factor else (toggles or dec["factors"])
-            n_per_group = int(min(_labels(fin, c).value_counts().min() for c in cols))
-    out: dict[str, Any] = {"factor": factor, "sigma": num(sigma), "sigma_pp": num(100 * sigma) if sigma else None,
-                           "n_per_group": n_per_group, "alpha": alpha, "power": power,
-                           "design": "paired" if paired_sd is not None else "independent",
-                           "mde_pp": None, "delta_pp": delta_pp, "n_needed": None,
-                           "power_at_delta": None, "note": ""}
-    if sigma is None:
-        out["note"] = "no residual std: needs a replicated design"
-        return out
-    if sigma == 0:
-        out.update(mde_pp=0.0, n_needed=1 if delta_pp else None, note="no residual variation")
-        return out
-    calc, extra = (TTestPower(), {}) if paired_sd is not None else (TTestIndPower(), {"ratio": 1.0})
-    key = "nobs" if paired_sd is not None else "nobs1"
-    with quiet():
-        if n_per_group and n_per_group >= 2:
-            d = calc.solve_power(effect_size=None, alpha=alpha, power=power, **{key: n_per_group}, **extra)
-            out["mde_pp"] = num(100 * float(np.squeeze(d)) * sigma)
-        if delta_pp:
-            es = delta_pp / 100 / sigma
-            n = num(np.squeeze(calc.solve_power(effect_size=es, alpha=alpha, power=power, **{key: None}, **extra)))
-            out["n_needed"] = max(2, math.ceil(n)) if n is not None else None
-            if n_per_group and n_per_group >= 2:
-                out["power_at_delta"] = num(calc.power(es, alpha=alpha, **{key: n_per_group}, **extra))
+                         "partial-share CI from the ANOVA F with the crossed factors in the model (Searle); share CI "
+                         "of a single run's variance: generalized confidence interval (Weerahandi)")
     return out

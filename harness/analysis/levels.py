@@ -22,11 +22,13 @@ from harness.analysis.common import fmt_p, num, quiet  # noqa: F401  (re-exporte
 from harness.analysis.intervals import mean_ci, std_ci
 from harness.analysis.multiplicity import holm  # noqa: F401  (re-exported)
 from harness.analysis.paired import paired_tests
-from harness.analysis.runs_table import factor_columns, finished_runs
+from harness.analysis.runs_table import copies_unknown, factor_columns, finished_runs
 from harness.analysis.structure import labels, rows_for
 
 MIN_N = 3
 ALPHA = 0.05
+IDENTICAL_REPLICATES = ("not testable: the replicates within every level are identical (zero spread is not seed "
+                        "noise to test against; without weights_hash copies cannot be told from trainings)")
 
 
 def groups_of(df: pd.DataFrame, factor: str) -> dict[str, np.ndarray]:
@@ -40,8 +42,13 @@ def groups_of(df: pd.DataFrame, factor: str) -> dict[str, np.ndarray]:
     return {str(k): g.to_numpy(float) for k, g in fin["accuracy"].groupby(labels(fin, factor), sort=False)}
 
 
-def testable_groups(groups: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str], str | None]:
-    """Split levels into usable (n >= MIN_N) and excluded; give the reason when nothing is testable."""
+def testable_groups(groups: dict[str, np.ndarray], copies_unknown: bool = False
+                    ) -> tuple[dict[str, np.ndarray], list[str], str | None]:
+    """Split levels into usable (n >= MIN_N) and excluded; give the reason when nothing is testable.
+
+    copies_unknown (no weights_hash): identical values within every level may be one training copied, so
+    nothing is tested; with distinct hashes they are distinct trainings that landed on the same accuracy.
+    """
     used = {k: v for k, v in groups.items() if len(v) >= MIN_N}
     excluded = [k for k, v in groups.items() if len(v) < MIN_N]
     if len(groups) < 2:
@@ -51,6 +58,8 @@ def testable_groups(groups: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray
     values = np.concatenate(list(used.values()))
     if np.ptp(values) == 0:
         return used, excluded, "not testable: all values identical"
+    if all(np.ptp(v) == 0 for v in used.values()):
+        return used, excluded, IDENTICAL_REPLICATES if copies_unknown else None
     return used, excluded, None
 
 
@@ -89,7 +98,7 @@ def variance_tests(df: pd.DataFrame, factor: str) -> dict[str, Any]:
     Bartlett has exact size under normal seed noise at any n (the verdict uses it); Brown–Forsythe is the
     robust check but is far below its nominal size at small odd n (0.004 at 3 levels × 5 runs).
     """
-    used, excluded, reason = testable_groups(groups_of(df, factor))
+    used, excluded, reason = testable_groups(groups_of(df, factor), copies_unknown(df))
     out: dict[str, Any] = {"factor": factor, "levels": list(used), "excluded_levels": excluded,
                            "testable": reason is None, "reason": reason,
                            "bartlett": None, "brown_forsythe": None, "levene": None, "fligner": None}
@@ -133,7 +142,7 @@ def eta_squared(groups: dict[str, np.ndarray]) -> float | None:
 def pairwise_comparison(a_name: str, a: np.ndarray, b_name: str, b: np.ndarray) -> dict[str, Any]:
     """Welch t with mean-difference CI, Mann–Whitney U, Cohen's d and Cliff's delta for one pair."""
     row: dict[str, Any] = {"a": a_name, "b": b_name, "n_a": int(len(a)), "n_b": int(len(b)),
-                           "mean_diff": num(np.mean(a) - np.mean(b)), "ci": None,
+                           "mean_diff": num(np.mean(a) - np.mean(b)), "ci": None, "se": None,
                            "welch_t": None, "welch_df": None, "welch_p": None,
                            "mw_u": None, "mw_p": None, "cohens_d": None, "cliffs_delta": None, "note": ""}
     with quiet():
@@ -150,6 +159,7 @@ def pairwise_comparison(a_name: str, a: np.ndarray, b_name: str, b: np.ndarray) 
         mw = ss.mannwhitneyu(a, b, alternative="two-sided")
         row.update(mw_u=num(mw.statistic), mw_p=num(mw.pvalue),
                    cliffs_delta=num(2 * mw.statistic / (len(a) * len(b)) - 1))
+        row["se"] = num(np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b)))
         pooled = ((len(a) - 1) * np.var(a, ddof=1) + (len(b) - 1) * np.var(b, ddof=1)) / (len(a) + len(b) - 2)
         if pooled > 0:
             row["cohens_d"] = num((np.mean(a) - np.mean(b)) / np.sqrt(pooled))
@@ -167,7 +177,7 @@ def mean_tests(df: pd.DataFrame, factor: str, *, pairwise: bool = True,
     """
     from statsmodels.stats.oneway import anova_oneway
 
-    used, excluded, reason = testable_groups(groups_of(df, factor))
+    used, excluded, reason = testable_groups(groups_of(df, factor), copies_unknown(df))
     out: dict[str, Any] = {"factor": factor, "levels": list(used), "excluded_levels": excluded,
                            "testable": reason is None, "reason": reason, "anova": None, "welch": None,
                            "kruskal": None, "eta_squared": None, "omega_squared": None, "pairwise": [],

@@ -57,6 +57,7 @@ def paired_tests(df: pd.DataFrame, factor: str, rows: pd.DataFrame | None = None
         d = wide[a].to_numpy(float) - wide[b].to_numpy(float)
         r: dict[str, Any] = {"a": a, "b": b, "n_pairs": int(len(d)), "mean_diff": num(d.mean()), "ci": None,
                              "t": None, "df": int(len(d) - 1), "p": None, "sd_diff": num(np.std(d, ddof=1)),
+                             "se": num(np.std(d, ddof=1) / np.sqrt(len(d))),
                              "spread_p": None}
         xa, xb = wide[a].to_numpy(float), wide[b].to_numpy(float)
         if np.ptp(d) > 0:

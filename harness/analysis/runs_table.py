@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.study.roles import ROLES, factor_role
 
 RESERVED_COLUMNS: tuple[str, ...] = (
     "run_key",
@@ -33,7 +34,6 @@ RESERVED_COLUMNS: tuple[str, ...] = (
 )
 IGNORED_PREFIXES: tuple[str, ...] = ("metric.", "param.", "role.")
 ROLE_PREFIX = "role."
-ROLES: tuple[str, ...] = ("treatment", "seed_source", "fold")
 DESIGNS: tuple[str, ...] = ("factorial", "one_at_a_time", "listed")
 FINISHED = "FINISHED"
 ALLOWED_STATUS: tuple[str, ...] = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
@@ -68,18 +68,21 @@ def finished_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def distinct_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Finished runs with bit-identical copies dropped: one row per (config_key, weights_hash).
+    """Finished runs with bit-identical copies dropped: one row per (weights_hash, levels of the non-seed factors).
 
-    Runs of one configuration (same config_key and factor levels) that ended with the same non-empty
-    weights hash are one training, not independent observations. `attrs["copies_dropped"]` counts the
-    rows left out.
+    Identical weights are one training whatever the keys say: `config_key` hashes every seed, so a fresh seed
+    the training never uses (the augmentation seed with augmentation off) gives new keys to the same model.
+    Seed-value columns (`seeds.init` = 0, 1, …) are left out of the identity for the same reason; treatment,
+    fold and seed-set levels stay in it (one model reached at two levels of a treatment is data for both).
+    `attrs["copies_dropped"]` counts the rows left out. Without hashes nothing can be told apart here.
     """
     fin = finished_runs(df)
     if "weights_hash" not in fin.columns or fin.empty:
         fin.attrs["copies_dropped"] = 0
         return fin
     hashes = fin["weights_hash"].map(_label)
-    keys = (["config_key"] if "config_key" in fin.columns else []) + factor_columns(fin)
+    roles = factor_roles(fin)
+    keys = [f for f in factor_columns(fin) if not seed_value_factor(fin, f, roles)]
     ident = pd.concat([fin[k].map(_label) for k in keys] + [hashes], axis=1)
     copy = ident.duplicated(keep="first") & (hashes != "")
     out = fin.loc[~copy].copy()
@@ -87,29 +90,54 @@ def distinct_runs(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def copies_unknown(df: pd.DataFrame) -> bool:
+    """True when some finished run has no weights_hash: equal accuracies may then be copies of one training."""
+    fin = finished_runs(df)
+    return "weights_hash" not in fin.columns or any(_label(v).strip() == "" for v in fin["weights_hash"])
+
+
 def design_kind(df: pd.DataFrame) -> str:
-    """The study's design from the optional `design` column (first non-empty value); factorial when absent."""
-    if "design" not in df.columns:
+    """The study's design: the `design` column (first non-empty value), else inferred_design."""
+    values = [v for v in df["design"].map(_label).str.strip() if v] if "design" in df.columns else []
+    if values and values[0] in DESIGNS:
+        return values[0]
+    return inferred_design(df)
+
+
+def inferred_design(df: pd.DataFrame) -> str:
+    """one_at_a_time when >= 2 treatments vary and every finished run is the base point (each treatment at its
+    most frequent level) or moves exactly one treatment from it; else factorial.
+
+    Another team's table of a base plus single changes, analysed as a factorial, compared A's base level pooled
+    over B's moves (false claims in 28.5% of null studies, issue 28 item 4).
+    """
+    fin = finished_runs(df)
+    roles = factor_roles(df)
+    lab = pd.DataFrame({f: fin[f].map(_label) for f in factor_columns(df) if roles[f] == "treatment"})
+    lab = lab.loc[:, lab.nunique() > 1]
+    if lab.shape[1] < 2:
         return "factorial"
-    values = [v for v in df["design"].map(_label).str.strip() if v]
-    return values[0] if values and values[0] in DESIGNS else "factorial"
+    base = {f: lab[f].value_counts(sort=True).index[0] for f in lab.columns}
+    moved = (lab != pd.Series(base)).sum(axis=1)
+    return "one_at_a_time" if moved.max() <= 1 and (moved == 0).any() else "factorial"
 
 
 def factor_roles(df: pd.DataFrame) -> dict[str, str]:
-    """Each factor's role: from its `role.<factor>` column when given, else from its name.
-
-    `seeds.*` → seed_source, `evaluation.fold` → fold, anything else → treatment.
-    """
+    """Each factor's role (harness.study.roles.factor_role): its `role.<factor>` column when given, else its name."""
     roles = {}
     for f in factor_columns(df):
         given = ""
         if f"{ROLE_PREFIX}{f}" in df.columns:
             values = [v for v in df[f"{ROLE_PREFIX}{f}"].map(_label).str.strip() if v]
-            given = values[0] if values and values[0] in ROLES else ""
-        if not given:
-            given = "seed_source" if str(f).startswith("seeds.") else "fold" if f == "evaluation.fold" else "treatment"
-        roles[f] = given
+            given = values[0] if values else ""
+        roles[f] = factor_role(f, given)
     return roles
+
+
+def seed_value_factor(df: pd.DataFrame, factor: str, roles: dict[str, str] | None = None) -> bool:
+    """A seed-source factor whose levels are seed values (integers: a random effect), not sets of redrawn sources."""
+    role = (roles or factor_roles(df)).get(factor)
+    return role == "seed_source" and not df.empty and all(_label(v).isdigit() for v in df[factor])
 
 
 def _label(value: object) -> str:

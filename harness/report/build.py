@@ -3,7 +3,7 @@
 report.json top-level keys (schema_version 1; documented in docs/runs-table.md):
   schema_version, title, verdict (list of sentences), n_runs, n_finished, n_failed, failed,
   constants, factors, decomposition, random_effects, identical, flips, cross_validation, seeds_needed, plots,
-  design (kind, roles, copies_dropped, paired), multiplicity (Holm over the verdict's claims at alpha).
+  design (kind, roles, copies_dropped, paired, model), multiplicity (Holm over the verdict's claims at alpha).
 Degenerate inputs (no finished run, one level, identical values) still give a full report whose
 sections say why a statistic is missing. All files are written atomically (temp + os.replace).
 """
@@ -19,17 +19,20 @@ import pandas as pd
 
 from harness.analysis.bit_identity import determinism_cost, identical_groups
 from harness.analysis.cv import cross_validation
-from harness.analysis.decomposition import random_effects, seeds_needed, variance_decomposition
+from harness.analysis.decomposition import random_effects, variance_decomposition
+from harness.analysis.factorial import factorial_tests
 from harness.analysis.failures import failure_table
 from harness.analysis.flips import default_pairs, flip_analysis, load_predictions, settings
 from harness.analysis.levels import level_summary, mean_tests, num, variance_tests
 from harness.analysis.multiplicity import control_family
+from harness.analysis.power import seeds_needed
 from harness.analysis.runs_table import (
     design_kind,
     distinct_runs,
     factor_columns,
     factor_roles,
     finished_runs,
+    seed_value_factor,
     validate_runs_table,
 )
 from harness.analysis.seed_sources import seed_source_spread
@@ -55,7 +58,8 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
         "failed": bad[cols].astype(str).to_dict("records"), "constants": {}, "factors": {},
         "accuracy": _accuracy_summary(fin),
         "environments": _environments(fin),
-        "design": {"kind": design_kind(df), "roles": {}, "copies_dropped": distinct_runs(df).attrs["copies_dropped"],
+        "design": {"kind": design_kind(df), "kind_inferred": not _design_given(df),
+                   "roles": {}, "copies_dropped": distinct_runs(df).attrs["copies_dropped"],
                    "paired": {}},
     }
     varied = []
@@ -68,14 +72,15 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
         rep["design"]["roles"][f] = roles[f]
         entry = {"role": roles[f], "levels": level_summary(df, f), "variance_tests": variance_tests(df, f),
                  "mean_tests": mean_tests(df, f), "failures": failure_table(df, f)}
-        if roles[f] == "seed_source" and not _seed_values(fin, f):
+        if roles[f] == "seed_source" and not seed_value_factor(fin, f, roles):
             entry["seed_spread"] = seed_source_spread(df, f)
         rep["design"]["paired"][f] = entry["mean_tests"]["paired"] is not None
         rep["factors"][f] = entry
     # seed sources are variances, not mean effects: they stay in the residual ("seed noise")
     fixed = [f for f in varied if roles[f] != "seed_source"]
+    _model(df, rep, fixed)
     rep["decomposition"] = variance_decomposition(df, fixed)
-    seed_values = [f for f in varied if roles[f] == "seed_source" and _seed_values(fin, f)]
+    seed_values = [f for f in varied if roles[f] == "seed_source" and seed_value_factor(fin, f, roles)]
     rep["random_effects"] = {f: random_effects(df, f, others=fixed, crossed=seed_values) for f in seed_values
                              if fin[f].nunique() >= 3}
     rep["identical"] = identical_groups(df)
@@ -86,10 +91,27 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
         "reason": "needs predictions from >= 2 finished runs", "n_runs": len(preds)}
     rep["flips"]["problems"] = problems
     rep["cross_validation"] = cross_validation(df, preds, varied)
-    rep["seeds_needed"] = _power(df, rep, fixed, delta_pp, alpha) if varied else _seeds_single(df, delta_pp)
     rep["multiplicity"] = control_family(verdict_claims(rep), alpha)
+    rep["seeds_needed"] = _power(df, rep, fixed, delta_pp, alpha)
     rep["verdict"] = verdict(rep)
     return rep
+
+
+def _design_given(df: pd.DataFrame) -> bool:
+    return "design" in df.columns and bool(df["design"].astype(str).str.strip().ne("").any())
+
+
+def _model(df: pd.DataFrame, rep: dict[str, Any], fixed: list[str]) -> None:
+    """Several varied factors in a factorial: each treatment is tested within one model (analysis.factorial)."""
+    treatments = [f for f in fixed if rep["design"]["roles"][f] == "treatment"]
+    if rep["design"]["kind"] != "factorial" or len(fixed) < 2 or not treatments:
+        return
+    model = factorial_tests(df, fixed, treatments)
+    rep["design"]["model"] = {k: model[k] for k in ("factors", "formula", "testable", "reason", "df_resid", "cells",
+                                                     "balanced")}
+    if model["testable"] or model["reason"].startswith("not testable: the replicates"):
+        for f in treatments:
+            rep["factors"][f]["model_tests"] = model["tests"].get(f) or {"reason": model["reason"]}
 
 
 def _accuracy_summary(fin: pd.DataFrame) -> dict[str, Any]:
@@ -108,37 +130,21 @@ def _environments(fin: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in labels[labels != ""].value_counts().items()}
 
 
-def _seed_values(fin: pd.DataFrame, factor: str) -> bool:
-    """A seed factor whose levels are seed values (integers: a random effect), not sets of redrawn sources."""
-    return bool(fin[factor].astype(str).str.fullmatch(r"\d+").all())
-
-
 def _power(df: pd.DataFrame, rep: dict[str, Any], fixed: list[str], delta_pp: float, alpha: float) -> dict[str, Any]:
-    """Power for a toggle comparison, from the noise that comparison faces: paired when the design is."""
+    """Power for a toggle comparison, from the noise that comparison faces (paired when the design is), at the
+    verdict's multiplicity (analysis.power)."""
     toggles = [f for f in fixed if rep["design"]["roles"][f] == "treatment"]
+    # without a treatment here, the comparison to plan brings its own mean and spread tests into the family
+    tests = (rep["multiplicity"]["size"] + (0 if toggles else 2)) or 1
     for f in toggles:
         paired = rep["factors"][f]["mean_tests"]["paired"]
         if paired and paired["sd_diff"]:
-            out = seeds_needed(df, f, paired_sd=paired["sd_diff"], n_per_group=paired["blocks"],
-                               delta_pp=delta_pp, alpha=alpha)
+            out = seeds_needed(df, f, paired_sd=paired["sd_diff"], sigma_df=paired["blocks"] - 1,
+                               n_per_group=paired["blocks"], delta_pp=delta_pp, alpha=alpha, tests=tests)
             out["note"] = (f"paired by seed block ({f}: {paired['blocks']} blocks); sigma = std of the paired "
                            f"differences. {out['note']}").strip()
             return out
-    dec = rep["decomposition"]
-    sigma = dec["residual_std"]
-    cols = toggles or dec["factors"] or fixed
-    fin = distinct_runs(df)
-    sizes = [int(fin[c].astype(str).value_counts().min()) for c in cols if c in fin.columns]
-    if sigma is None or not sizes:
-        return seeds_needed(df, delta_pp=delta_pp, alpha=alpha)
-    return seeds_needed(df, sigma=sigma, n_per_group=min(sizes), delta_pp=delta_pp, alpha=alpha)
-
-
-def _seeds_single(df: pd.DataFrame, delta_pp: float) -> dict[str, Any]:
-    """Power from the overall std when nothing is varied (every finished run is a replicate)."""
-    acc = distinct_runs(df)["accuracy"].to_numpy(float)
-    sigma = float(np.std(acc, ddof=1)) if len(acc) >= 2 else None
-    return seeds_needed(df, sigma=sigma, n_per_group=int(len(acc)), delta_pp=delta_pp)
+    return seeds_needed(df, delta_pp=delta_pp, alpha=alpha, tests=tests)
 
 
 def build_report(df: pd.DataFrame, out_dir: Path, *, table_dir: Path | None = None,

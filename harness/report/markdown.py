@@ -44,12 +44,14 @@ def _factor(name: str, f: dict[str, Any], plots: dict[str, str]) -> list[str]:
     else:
         out.append(f"- Means: {m['reason']}")
     out += _paired(m.get("paired"))
+    out += _model(f.get("model_tests"))
     out += _seed_spread(f.get("seed_spread"))
     out += _failures(f.get("failures"))
     if m["excluded_levels"]:
         out.append(f"- Excluded from tests (fewer than 3 runs): {', '.join(m['excluded_levels'])}")
     if m["pairwise"]:
-        out += ["", *_table(["a − b", "diff pp", "95% CI pp", "Welch p (Holm)", "Mann–Whitney p (Holm)",
+        pooled = " (pooled over the other factors)" if f.get("model_tests") else ""
+        out += ["", *_table([f"a − b{pooled}", "diff pp", "95% CI pp", "Welch p (Holm)", "Mann–Whitney p (Holm)",
                              "Cohen's d", "Cliff's δ"],
                             [[f"{p['a']} − {p['b']}", _pct(p["mean_diff"]), _ci(p["ci"]), _num(p.get("welch_p_holm")),
                               _num(p.get("mw_p_holm")), _num(p["cohens_d"]), _num(p["cliffs_delta"])]
@@ -68,6 +70,21 @@ def _paired(pr: dict[str, Any] | None) -> list[str]:
     return out + _table(["a − b", "pairs", "diff pp", "95% CI pp", "paired t p", "p (Holm)"],
                         [[f"{r['a']} − {r['b']}", str(r["n_pairs"]), _pct(r["mean_diff"]), _ci(r["ci"]),
                           _num(r["p"]), _num(r["p_holm"])] for r in pr["pairwise"]]) + [""]
+
+
+def _model(mt: dict[str, Any] | None) -> list[str]:
+    """The factor tested within the multi-factor model (the verdict's test when several treatments vary)."""
+    if not mt:
+        return []
+    if "p" not in mt:
+        return [f"- Within the multi-factor model: {mt['reason']}", ""]
+    spread = mt["spread"]
+    out = [f"- Within the multi-factor model: type-III F = {_num(mt['F'])} ({mt['df_num']:g}, {mt['df_denom']:g} df), "
+           f"{fmt_p(mt['p'])}; Bartlett within cells {fmt_p(spread['p'])}; runs per level "
+           + ", ".join(f"{k} {v}" for k, v in mt["runs_per_level"].items()) + " (unadjusted p)", ""]
+    return out + _table(["a − b (marginal means)", "diff pp", "95% CI pp (unadjusted)", "t p"],
+                        [[f"{r['a']} − {r['b']}", _pct(r["mean_diff"]), _ci(r["ci"]), _num(r["p"])]
+                         for r in mt["pairs"]]) + [""]
 
 
 def _seed_spread(sp: dict[str, Any] | None) -> list[str]:
@@ -216,9 +233,11 @@ def render_markdown(rep: dict[str, Any]) -> str:
     out += _cross_validation(rep.get("cross_validation"))
     need = rep["seeds_needed"]
     out += ["## How many runs", "",
-            f"Seed-noise std {_num(need.get('sigma_pp'))} pp, {need.get('n_per_group')} runs per group: minimum "
-            f"detectable difference {_num(need.get('mde_pp'))} pp (α={need['alpha']}, power {need['power']}, "
+            f"Seed-noise std of a single run {_num(need.get('sigma_pp'))} pp, {need.get('n_per_group')} runs per "
+            f"level: minimum detectable difference {_num(need.get('mde_pp'))} pp (α={need['alpha']} over "
+            f"{need.get('tests', 1)} tests, power {need['power']}, "
             f"{'paired' if need.get('design') == 'paired' else 'two-sample'} t)."
-            f" Runs per group to detect {need.get('delta_pp')} pp: {need.get('n_needed') or '–'}; "
+            f" Runs per level to detect {need.get('delta_pp')} pp: {need.get('n_needed') or '–'} (expected power over "
+            f"the std's uncertainty); "
             f"power at that difference now: {_num(need.get('power_at_delta'), 2)}. {need.get('note', '')}".rstrip(), ""]
     return "\n".join(out)

@@ -10,7 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from harness.analysis.decomposition import RESIDUAL
-from harness.analysis.levels import ALPHA, fmt_p
+from harness.analysis.levels import ALPHA, IDENTICAL_REPLICATES, fmt_p
+from harness.report.effects import best_vs_worst, effect_text, mean_test, spread_test
+from harness.report.seed_sentences import seed_component_sentences, seed_source_sentences
+
+__all__ = ["best_vs_worst", "verdict", "verdict_claims"]
 
 
 def _pp(x: float | None, digits: int = 2) -> str:
@@ -21,30 +25,14 @@ def _pct(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None else f"{100 * x:.{digits}f}%"
 
 
-def _mean_p(f: dict[str, Any]) -> tuple[str, float | None]:
-    """The mean test the verdict uses for a factor: paired RM-ANOVA when paired, else Welch (ANOVA if undefined)."""
-    m = f["mean_tests"]
-    if m.get("paired") and m["paired"]["anova_rm"]:
-        return "repeated-measures ANOVA (seed blocks)", m["paired"]["anova_rm"]["p"]
-    if m.get("welch") and m["welch"].get("p") is not None:
-        return "Welch ANOVA", m["welch"]["p"]
-    return "one-way ANOVA", (m.get("anova") or {}).get("p")
-
-
 def verdict_claims(rep: dict[str, Any]) -> list[dict[str, Any]]:
     """Every test whose outcome a verdict sentence states: the family the report controls (Holm)."""
     claims: list[dict[str, Any]] = []
     for name, f in rep["factors"].items():
-        if f.get("role", "treatment") == "treatment" and f["mean_tests"]["testable"]:
-            test, p = _mean_p(f)
-            claims.append({"factor": name, "kind": "mean", "test": test, "p": p})
-        paired = f["mean_tests"].get("paired")
-        if f.get("role", "treatment") == "treatment" and paired and paired["spread_p"] is not None:
-            claims.append({"factor": name, "kind": "spread", "test": "Pitman–Morgan (seed blocks)",
-                           "p": paired["spread_p"]})
-        elif f.get("role", "treatment") == "treatment" and f["variance_tests"]["testable"]:
-            claims.append({"factor": name, "kind": "spread", "test": "Bartlett",
-                           "p": (f["variance_tests"].get("bartlett") or {}).get("p")})
+        if f.get("role", "treatment") == "treatment":
+            for kind, chosen in (("mean", mean_test(f)), ("spread", spread_test(f))):
+                if chosen is not None:
+                    claims.append({"factor": name, "kind": kind, "test": chosen[0], "p": chosen[1]})
         for lv in (f.get("seed_spread") or {}).get("levels", []):
             if lv["p_vs_fixed"] is not None:
                 claims.append({"factor": name, "level": lv["level"], "kind": "seed_source",
@@ -66,32 +54,10 @@ def _claim(rep: dict[str, Any], factor: str, kind: str, level: str | None = None
     return None
 
 
-def best_vs_worst(factor: dict[str, Any]) -> dict[str, Any] | None:
-    """Highest- vs lowest-mean level with the CI of their difference (paired t when paired, else Welch)."""
-    levels = [r for r in factor["levels"] if r["mean"] is not None]
-    if len(levels) < 2:
-        return None
-    ranked = sorted(levels, key=lambda r: r["mean"])  # sorted, so equal means still name two levels
-    best, worst = ranked[-1], ranked[0]
-    out = {"best": best["level"], "worst": worst["level"], "diff": best["mean"] - worst["mean"],
-           "ci": None, "p_holm": None, "method": "Welch"}
-    paired = factor["mean_tests"].get("paired")
-    pairs = paired["pairwise"] if paired else factor["mean_tests"].get("pairwise", [])
-    for pair in pairs:
-        if {pair["a"], pair["b"]} == {best["level"], worst["level"]}:
-            sign = 1 if pair["a"] == best["level"] else -1
-            if paired:
-                out["diff"], out["method"] = sign * pair["mean_diff"], f"paired t over {pair['n_pairs']} seed blocks"
-            if pair["ci"]:
-                lo, hi = sorted(sign * c for c in pair["ci"])
-                out["ci"] = [lo, hi]
-            out["p_holm"] = pair.get("p_holm") if paired else pair.get("welch_p_holm")
-    return out
-
-
-def _effect_text(bw: dict[str, Any]) -> str:
-    ci = f", 95% CI {100 * bw['ci'][0]:+.2f} to {100 * bw['ci'][1]:+.2f} pp" if bw["ci"] else ""
-    return f"{bw['best']} vs {bw['worst']}: {_pp(bw['diff'])} ({bw['method']}{ci})"
+def _bw(rep: dict[str, Any], f: dict[str, Any]) -> dict[str, Any] | None:
+    """best_vs_worst with its interval at the level of the verdict's Holm family."""
+    fam = rep.get("multiplicity") or {}
+    return best_vs_worst(f, fam.get("size") or 1, fam.get("alpha", ALPHA))
 
 
 def _spread_sentences(rep: dict[str, Any], alpha: float) -> list[str]:
@@ -99,35 +65,43 @@ def _spread_sentences(rep: dict[str, Any], alpha: float) -> list[str]:
     out = []
     for name, f in rep["factors"].items():
         claim = _claim(rep, name, "spread")
-        levels = [r for r in f["levels"] if r.get("std") is not None and r["n"] >= 2]
-        if claim is None or not claim["reject"] or len(levels) < 2:
+        within = ((f.get("model_tests") or {}).get("spread") or {}).get("std")
+        stds = ({lv: s for lv, s in within.items() if s is not None} if within and "within" in (claim or {}).get(
+            "test", "") else {r["level"]: r["std"] for r in f["levels"] if r.get("std") is not None and r["n"] >= 2})
+        if claim is None or not claim["reject"] or len(stds) < 2:
             continue
-        ranked = sorted(levels, key=lambda r: r["std"])
-        out.append(f"The spread differs across {name} levels ({claim['test']}, Holm {fmt_p(claim['p_holm'])}): std "
-                   f"{100 * ranked[-1]['std']:.2f} pp with {ranked[-1]['level']} vs "
-                   f"{100 * ranked[0]['std']:.2f} pp with {ranked[0]['level']}.")
+        ranked = sorted(stds, key=lambda lv: stds[lv])
+        where = " (pooled within cells)" if within and "within" in claim["test"] else ""
+        out.append(f"The spread differs across {name} levels ({claim['test']}, Holm {fmt_p(claim['p_holm'])}): std"
+                   f"{where} {100 * stds[ranked[-1]]:.2f} pp with {ranked[-1]} vs "
+                   f"{100 * stds[ranked[0]]:.2f} pp with {ranked[0]}.")
     return out
 
 
-def _seed_source_sentences(rep: dict[str, Any]) -> list[str]:
-    """Per seed-source factor: each level's std with its chi-square CI, against the all-fixed level."""
+def _model_sentences(rep: dict[str, Any]) -> list[str]:
+    """How the treatments were tested when several vary, whether the cells are balanced, or why nothing was."""
+    model = rep.get("design", {}).get("model")
+    identical = [n for n, f in rep["factors"].items() if f["mean_tests"]["reason"] == IDENTICAL_REPLICATES
+                 and "model_tests" not in f]
     out = []
-    for name, f in rep["factors"].items():
-        spread = f.get("seed_spread")
-        if not spread:
-            continue
-        parts = []
-        for lv in spread["levels"]:
-            if lv["std"] is None or lv["level"] == spread["fixed_level"]:
-                continue
-            ci = f" (95% CI {_pp_abs(lv['std_ci'][0])}–{_pp_abs(lv['std_ci'][1])})" if lv["std_ci"] else ""
-            claim = _claim(rep, name, "seed_source", lv["level"])
-            vs = f", vs all-fixed Holm {fmt_p(claim['p_holm'])}" if claim else ""
-            parts.append(f"{lv['level']} {_pp_abs(lv['std'])}{ci}{vs}")
-        if parts:
-            tail = f" {spread['note'][0].upper()}{spread['note'][1:]}." if spread["note"] else ""
-            out.append(f"Seed sources ({name}): accuracy std per level " + "; ".join(parts) + "." + tail)
-    return out
+    if identical:
+        out.append(f"The replicates within every level of {', '.join(identical)} are identical: zero spread is not "
+                   "seed noise to test against, so no mean or spread test is stated (without weights_hash, copies "
+                   "of one training cannot be told from trainings).")
+    if not model:
+        return out
+    if not model["testable"]:
+        if model["reason"].startswith("not testable: the replicates"):
+            out.append(f"The replicates within every cell of {' × '.join(model['factors'])} are identical: zero "
+                       "spread is not seed noise to test against, so no mean or spread test is stated.")
+        return out
+    text = (f"Each treatment is tested within one model of {' × '.join(model['factors'])} (type-III F on marginal "
+            "means; spreads pooled within cells), not pooled over the other factors")
+    if not model["balanced"]:
+        cells = ", ".join(f"{k} {v}" for k, v in model["cells"].items())
+        text += (f"; the cells are unbalanced (runs per cell: {cells}), so each comparison rests on unequal cells "
+                 "and weighs every cell equally")
+    return out + [text + "."]
 
 
 def _failure_sentences(rep: dict[str, Any]) -> list[str]:
@@ -159,12 +133,12 @@ def _lead(rep: dict[str, Any]) -> tuple[str, set[str]]:
     causes = []
     for name, f in rep["factors"].items():
         claim = _claim(rep, name, "mean")
-        bw = best_vs_worst(f) if claim and claim["reject"] else None
+        bw = _bw(rep, f) if claim and claim["reject"] else None
         if bw is not None:
             causes.append((abs(bw["diff"]), name, bw, claim))
     causes.sort(key=lambda c: -c[0])
     if causes:
-        parts = [f"{name}, {_effect_text(bw)}, Holm {fmt_p(claim['p_holm'])}" for _, name, bw, claim in causes]
+        parts = [f"{name}, {effect_text(bw)}, Holm {fmt_p(claim['p_holm'])}" for _, name, bw, claim in causes]
         text = f"{spread}; its largest cause is {parts[0]}"
         if len(parts) > 1:
             text += "; then " + "; ".join(parts[1:])
@@ -176,10 +150,6 @@ def _lead(rep: dict[str, Any]) -> tuple[str, set[str]]:
     floor = (f": no effect larger than {need['mde_pp']:.2f} pp at {need['power']:.0%} power, the smallest this "
              "study could have seen" if need.get("mde_pp") is not None else "")
     return (f"{spread}; no factor ({', '.join(tested)}) changes mean accuracy beyond seed noise{floor}.", set())
-
-
-def _pp_abs(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f} pp"
 
 
 def verdict(rep: dict[str, Any]) -> list[str]:
@@ -199,8 +169,12 @@ def verdict(rep: dict[str, Any]) -> list[str]:
                    "table by its `environment` column) or rerun in one.")
     copies = rep.get("design", {}).get("copies_dropped", 0)
     if copies:
-        out.append(f"{copies} bit-identical copies (same config_key and weights_hash) count once: "
+        out.append(f"{copies} bit-identical copies (same weights_hash, whatever their config_key) count once: "
                    "statistics use distinct trainings only.")
+    design = rep.get("design", {})
+    if design.get("kind") == "one_at_a_time" and design.get("kind_inferred"):
+        out.append("No `design` column: every run is the base point or moves one factor from it, so each factor is "
+                   "compared one at a time, on the runs where the others are at their base level.")
     lead, named = _lead(rep)
     out.append(lead)
     if dec["testable"]:
@@ -211,39 +185,33 @@ def verdict(rep: dict[str, Any]) -> list[str]:
         ci_text = (f" (partial share {_pct(top['partial_share'])}, 95% CI {_pct(ci[0])}–{_pct(ci[1])})"
                    if ci and None not in ci else "")
         if (top.get("omega_squared") or 0) > 0:  # a 0% "largest share" is no finding (the lead said so)
-            bw = best_vs_worst(factors[top["term"]]) if top["term"] in factors else None
+            bw = _bw(rep, factors[top["term"]]) if top["term"] in factors else None
             out.append(f"{top['term']} explains the most accuracy variance: ω² {_pct(top['omega_squared'])}, "
                        f"{_pct(top['share'])} of the total sum of squares{ci_text}"
-                       + (f"; {_effect_text(bw)}." if bw else "."))
+                       + (f"; {effect_text(bw)}." if bw else "."))
         sd = f", residual std {100 * dec['residual_std']:.2f} pp" if dec["residual_std"] is not None else ""
         out.append(f"{RESIDUAL[0].upper() + RESIDUAL[1:]} accounts for {_pct(resid['share'])} of the variance{sd}.")
     else:
         out.append(f"Variance decomposition: {dec['reason']}.")
+    out += _model_sentences(rep)
     for name, f in factors.items():
         claim = _claim(rep, name, "mean")
         if claim is None or len(f["levels"]) < 2 or name in named:
             continue
-        bw = best_vs_worst(f)
+        bw = _bw(rep, f)
         if bw is None:
             continue
-        out.append(f"{name}: {_effect_text(bw)} — {'beyond' if claim['reject'] else 'not distinguishable from'} "
+        out.append(f"{name}: {effect_text(bw)} — {'beyond' if claim['reject'] else 'not distinguishable from'} "
                    f"seed noise ({claim['test']}, Holm {fmt_p(claim['p_holm'])}, α={alpha}).")
-    out += _seed_source_sentences(rep)
+    out += seed_source_sentences(rep, _claim)
+    out += seed_component_sentences(rep)
     out += _spread_sentences(rep, alpha)
     out += _failure_sentences(rep)
     if fam["size"]:
         out.append(f"Multiplicity: the {fam['size']} tests behind these sentences (means, spreads, seed sources, "
                    f"failures) are Holm-adjusted together; family-wise error rate ≤ α={alpha}.")
     out += _determinism_sentences(rep)
-    need = rep["seeds_needed"]
-    if need.get("mde_pp") is not None and need.get("sigma_pp") is not None:
-        noise = "paired-difference std" if need.get("design") == "paired" else "seed noise std"
-        unit = "seed blocks" if need.get("design") == "paired" else "runs per group"
-        s = (f"With {noise} {need['sigma_pp']:.2f} pp and {need['n_per_group']} {unit}, the smallest "
-             f"difference detectable at α={need['alpha']}, power {need['power']} is {need['mde_pp']:.2f} pp")
-        if need.get("n_needed") and need.get("delta_pp"):
-            s += f"; detecting {need['delta_pp']:g} pp needs {need['n_needed']} {unit}"
-        out.append(s + ".")
+    out += _power_sentences(rep["seeds_needed"])
     fl = rep["flips"]
     if fl.get("mean_churn") is not None:
         out.append(f"Between two runs {_pct(fl['mean_churn'], 2)} of validation predictions differ on average "
@@ -255,6 +223,24 @@ def verdict(rep: dict[str, Any]) -> list[str]:
     if rep["n_failed"]:
         out.append(f"{rep['n_failed']} of {rep['n_runs']} runs did not finish and were excluded.")
     return out
+
+
+def _power_sentences(need: dict[str, Any]) -> list[str]:
+    """The smallest difference this study could see, and the runs per level a given difference needs."""
+    if need.get("mde_pp") is None or need.get("sigma_pp") is None:
+        return []
+    noise = ("paired-difference std" if need.get("design") == "paired"
+             else "seed noise std of a single run (seed effects included)")
+    unit = "seed blocks" if need.get("design") == "paired" else "runs per level"
+    tests = need.get("tests", 1)
+    at = f"α={need['alpha']}" + (f" over the {tests} tests (α/{tests} each, as Holm's first step)" if tests > 1 else "")
+    s = (f"With {noise} {need['sigma_pp']:.2f} pp and {need['n_per_group']} {unit}, the smallest "
+         f"difference detectable at {at}, power {need['power']} is {need['mde_pp']:.2f} pp")
+    if need.get("n_needed") and need.get("delta_pp"):
+        df = f" from {need['sigma_df']:.3g} df" if need.get("sigma_df") else ""
+        s += (f"; detecting {need['delta_pp']:g} pp needs {need['n_needed']} {unit} (t power averaged over the "
+              f"uncertainty of that std{df})")
+    return [s + "."]
 
 
 def _cv_sentences(cv: dict[str, Any] | None, rep: dict[str, Any] | None = None) -> list[str]:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from harness.errors import SpecError
 from harness.study import builders, pipeline
+from harness.study.roles import factor_role
 from harness.study.spec import SEED_SOURCES, RunConfig, StudySpec, describe_validation_error
 
 MAX_IMAGE_SIZE = 224  # 2,000 images at 224 px are 400 MB as float32; beyond that a CPU study is hopeless
@@ -89,12 +90,6 @@ class PlannedRun:
         import pandas as pd
 
         return pd.json_normalize(self.resolved(), sep=".").to_dict("records")[0]
-
-
-def factor_role(key: str) -> str:
-    if key.startswith("seeds."):
-        return "seed_source"
-    return "fold" if key == "evaluation.fold" else "treatment"
 
 
 def short_factor_names(keys: list[str]) -> dict[str, str]:

@@ -168,3 +168,18 @@ def test_omega_squared_matches_the_statsmodels_anova_table() -> None:
     ss_b, ss_w = table["sum_sq"]
     ms_w = ss_w / table["df"].iloc[1]
     assert mean_tests(df, "f")["omega_squared"] == pytest.approx((ss_b - 2 * ms_w) / (ss_b + ss_w + ms_w), rel=1e-8)
+
+
+def test_one_role_rule_reads_role_columns_everywhere() -> None:
+    """Issue 28 item 5: decomposition and CV inferred roles from the `seeds.` prefix and ignored `role.<factor>`."""
+    from harness.analysis.cv import cross_validation
+    from harness.analysis.power import seeds_needed
+
+    rng = np.random.default_rng(9)
+    df = pd.DataFrame({"B": ["x", "y"] * 4, "seeds.x": ["a", "a"] + ["b"] * 6, "role.seeds.x": "treatment",
+                       "accuracy": 0.9 + rng.normal(0, 0.01, 8)})
+    assert seeds_needed(df)["n_per_group"] == 2  # seeds.x is a treatment here: its smallest level counts
+    rows = [{"split": str(k), "replicate": r, "role.split": "fold", "accuracy": 0.9 + rng.normal(0, 0.01)}
+            for k in range(3) for r in range(4)]
+    cv = cross_validation(pd.DataFrame(rows), {}, ["split"])
+    assert cv is not None and cv["folds"] == 3 and cv["groups"][0]["n_seeds"] == 4

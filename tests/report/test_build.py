@@ -62,7 +62,7 @@ def test_full_report(tmp_path: Path) -> None:
     assert "preprocess.pipeline explains the most accuracy variance" in verdict
     assert "with determinism.op_determinism=on, 8/8" in verdict.lower()
     assert "with determinism.op_determinism=off, 0/8" in verdict
-    assert "× the wall time" in verdict and "95% CI of the ratio" in verdict and "runs per group" in verdict
+    assert "× the wall time" in verdict and "95% CI of the ratio" in verdict and "runs per level" in verdict
     for name in ("accuracy_hist.png", "churn.png", "flipped.png", "factor_preprocess.pipeline.png"):
         assert (out / name).stat().st_size > 1000
     assert data["flips"]["n_runs"] == 32 and len(data["flips"]["mcnemar"]) == 16
