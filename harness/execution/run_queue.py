@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.execution.storage import GRACE_S, HEARTBEAT_S, MAX_RETRY, default_storage, open_storage  # noqa: F401
+from harness.execution.storage import GRACE_S, HEARTBEAT_S, MAX_RETRY, default_storage, open_storage, probe_storage  # noqa: F401
 
 RUN_KEY, PROCESS_KEY = "run_key", "process_key"
 BATCH_KEY = "batch_key"  # runs that differ only in seeds, where the study trains them as seed batches

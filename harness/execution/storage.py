@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from harness.errors import HarnessError, masked
 from harness.files import absolute_sqlite_url
@@ -36,6 +36,8 @@ def open_storage(url: str | None, create: bool = True) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # heartbeats and stale-trial retry are marked experimental since Optuna 2.9 and are the documented way
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if url is not None:
+        _folder_must_exist(url)  # a named store is never given a folder: a typo must not start a study elsewhere
     url = url or default_storage()
     if not create:
         from harness.tracking import must_exist
@@ -53,13 +55,58 @@ def open_storage(url: str | None, create: bool = True) -> Any:
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
         )
     except Exception as err:  # sqlalchemy/driver errors differ per database; the user needs the one line
-        first = " ".join(str(err).split())[:200] or type(err).__name__
-        raise HarnessError(f"run storage '{masked(url)}' is unreachable: {masked(first, url)}") from None
+        _unreachable(url, err)
     if _is_sqlite(url):
         _serialize_sqlite_transactions(storage.engine)
     else:
         _reconnect_with_backoff(storage.engine)
     return storage
+
+
+def probe_storage(url: str | None) -> None:
+    """Fail fast and create nothing, so `run` and `tune` answer before the data loads (it answered after it: 6 s
+    quiet, 23-30 s under load, 2-core box): a named SQLite file's folder must exist; a database server must
+    accept a TCP connection within PROBE_TIMEOUT_S and then a login (wrong password, missing driver)."""
+    if url is None:
+        return
+    _folder_must_exist(url)
+    if _is_sqlite(url):
+        return
+    import socket
+    import urllib.parse
+
+    from harness.tracking import DB_PORTS, PROBE_TIMEOUT_S
+
+    parsed = urllib.parse.urlsplit(url)
+    dialect = parsed.scheme.split("+")[0]
+    try:
+        if dialect in DB_PORTS and parsed.hostname:
+            socket.create_connection((parsed.hostname, parsed.port or DB_PORTS[dialect]),
+                                     timeout=PROBE_TIMEOUT_S).close()
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            engine.connect().close()
+        finally:
+            engine.dispose()
+    except Exception as err:  # socket, sqlalchemy and driver errors differ per database; the user needs one line
+        _unreachable(url, err)
+
+
+def _folder_must_exist(url: str) -> None:
+    """A `sqlite:///` URL the user named: its folder must be there (it was created, and the study trained there)."""
+    if not url.startswith("sqlite:///"):
+        return
+    folder = Path(url.removeprefix("sqlite:///")).parent
+    if not folder.is_dir():
+        raise HarnessError(f"run storage '{url}': no folder {folder}; create it, or point --storage at a file in "
+                           "an existing folder")
+
+
+def _unreachable(url: str, err: BaseException) -> NoReturn:
+    first = " ".join(str(getattr(err, "strerror", None) or err).split())[:200] or type(err).__name__
+    raise HarnessError(f"run storage '{masked(url)}' is unreachable: {masked(first, url)}") from None
 
 
 @functools.cache
