@@ -19,6 +19,7 @@ from harness.errors import DiskWriteError
 
 KILL_AT_ENV = "HARNESS_KILL_AT"  # crash tests: "point" or "point:marker-file" SIGKILLs this process once there
 OOM_AT_ENV = "HARNESS_OOM_AT"  # fault tests: the same form raises MemoryError there (every time without a marker)
+FULL_AT_ENV = "HARNESS_FULL_AT"  # fault tests: the same form raises OSError ENOSPC there, as a full disk does
 # a full disk, a quota, a read-only or failing mount: named in one line, the old file kept
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
@@ -35,6 +36,7 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(handle, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as stream:
             yield stream
+            disk_full_point("atomic-write")
             stream.flush()
             os.fsync(stream.fileno())
         kill_point("atomic-write")  # crash tests: the content is written but not yet in place
@@ -104,6 +106,12 @@ def fault_point(name: str) -> None:
     """Fault-test hook: raise MemoryError at a named point, as an allocation that fails there would."""
     if _fires(OOM_AT_ENV, name):
         raise MemoryError(f"injected by {OOM_AT_ENV} at '{name}'")
+
+
+def disk_full_point(name: str) -> None:
+    """Fault-test hook: raise ENOSPC at a named point, as a write to a full disk would (no root, no tmpfs)."""
+    if _fires(FULL_AT_ENV, name):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def _fires(variable: str, name: str) -> bool:

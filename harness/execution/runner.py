@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from harness import tracking
-from harness.errors import DiskWriteError
+from harness.errors import HarnessError
 from harness.execution import claims, run_queue, workers
 from harness.execution.prepared import CACHE_DIR, Study, warm_cache
 from harness.study.design import PlannedRun, plan_runs
@@ -176,7 +176,7 @@ class GroupWorker:
         retry = all(run_queue.retries_left(trial) for trial, _ in claimed)
         try:
             self.attached.train_trials(claimed, retry_out_of_memory=retry, on_result=tell)
-        except (KeyboardInterrupt, DiskWriteError):
+        except (KeyboardInterrupt, HarnessError, OSError):  # a stop, or the harness's error: not the run's fault
             for trial, _ in claimed:
                 if trial.number not in told:
                     run_queue.give_back(self.attached.queue, trial)

@@ -154,6 +154,11 @@ class Attached:
                 for run_id in open_runs.values():
                     tracking.end_child(self.client, run_id, "KILLED", f"interrupted ({name}); rerun to resume")
                 raise
+            except (HarnessError, OSError) as err:  # the harness's or the machine's (train.is_training_failure)
+                reason = str(err) if isinstance(err, HarnessError) else f"{_first_line(err)}; the run is retried"
+                for run_id in open_runs.values():
+                    tracking.end_child(self.client, run_id, "KILLED", reason)
+                raise
 
     def _finish(self, run_id: str, result: Any) -> None:
         """Log the result; a full disk (or quota, or read-only store) under the artifacts is one line and the run
@@ -163,6 +168,11 @@ class Attached:
         except DiskWriteError as err:
             tracking.end_child(self.client, run_id, "KILLED", str(err))
             raise
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 class LeaseLost(Exception):

@@ -9,8 +9,8 @@ import pytest
 from optuna.trial import TrialState
 
 from harness.commands.run import status_line
-from harness.errors import HarnessError
-from harness.execution import claims, run_queue
+from harness.errors import DiskWriteError, HarnessError
+from harness.execution import claims, run_queue, runner
 from harness.execution import storage as run_storage
 
 GROUP = ["tensorflow", True, True, 0, 0, False]
@@ -133,6 +133,7 @@ def test_processes_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path):
     import subprocess
     import sys
 
+    (tmp_path / "new").mkdir()  # a named store's folder must exist (test_bad_input.py); its file may not
     url = f"sqlite:///{tmp_path / 'new' / 'optuna.db'}"
     code = "import sys; from harness.execution.run_queue import open_storage; open_storage(sys.argv[1])"
     processes = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
@@ -220,3 +221,30 @@ def test_heartbeats_ride_out_a_short_outage_and_a_long_one_loses_the_lease(monke
         time.sleep(0.3)
         assert storage.beats > beats_after, "beating stopped after the outage"
         assert lease.lost is lost
+
+
+class FailingAttached:
+    """A worker's attached study whose training meets an error of the harness or the machine."""
+
+    def __init__(self, queue, error: Exception) -> None:
+        self.queue, self.error = queue, error
+
+    def train_trials(self, claimed, retry_out_of_memory, on_result) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [DiskWriteError("mlruns/cache/x.npy", "No space left on device"),
+                                   OSError(5, "Input/output error")])
+def test_an_error_of_the_harness_during_training_gives_the_trial_back(queue, error):
+    """Not a property of the run: its trial comes back WAITING for the next worker, never FAILED and done."""
+    from harness.study.spec import RunConfig
+
+    run_queue.enqueue(queue, fake_runs("a"), set())
+    trial = claims.claim(queue, GROUP)
+    run = SimpleNamespace(run_key="a", factors={}, config=RunConfig())
+    with pytest.raises(type(error)):
+        runner.GroupWorker(FailingAttached(queue, error), [run]).execute([trial], {"a": run})
+    state = run_queue.QueueState.of(queue)
+    assert state.done == set() and state.queued == {"a"}
+    assert [t.state for t in queue.trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert run_queue.REAL_FAILURE not in queue.trials[0].user_attrs
