@@ -6,18 +6,18 @@ processes (a new file is built privately and linked into place; claims take the 
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any, NoReturn
 
 from harness.errors import HarnessError, masked
+from harness.execution import reconnecting
+from harness.execution.reconnecting import RECONNECT_S
 from harness.files import absolute_sqlite_url
 
 HEARTBEAT_S = 2
 GRACE_S = 10  # a trial without a heartbeat for this long belongs to a dead worker
 MAX_RETRY = 3
-RECONNECT_S = 120  # a database that restarts (failover, upgrade, operator) is waited for this long
 
 
 def default_storage() -> str:
@@ -47,7 +47,7 @@ def open_storage(url: str | None, create: bool = True) -> Any:
     try:
         if url.startswith("sqlite:///"):
             _create_sqlite_atomically(Path(url.removeprefix("sqlite:///")))
-        storage = _storage_class()(
+        storage = reconnecting.storage_class()(
             url,
             engine_kwargs={"pool_pre_ping": True, **({"connect_args": {"timeout": 60}} if _is_sqlite(url) else {})},
             heartbeat_interval=HEARTBEAT_S,
@@ -107,42 +107,6 @@ def _folder_must_exist(url: str) -> None:
 def _unreachable(url: str, err: BaseException) -> NoReturn:
     first = " ".join(str(getattr(err, "strerror", None) or err).split())[:200] or type(err).__name__
     raise HarnessError(f"run storage '{masked(url)}' is unreachable: {masked(first, url)}") from None
-
-
-@functools.cache
-def _storage_class() -> type:
-    """Optuna's RDB storage whose calls are retried when the database cut their connection mid-call.
-
-    `pool_pre_ping` and the backoff in `_reconnect_with_backoff` cover connections that are idle when a server
-    restarts; a query in flight at that moment (a claim, a heartbeat, the parent's status poll) fails with a
-    disconnect instead. Its transaction was rolled back by the server, so the call is retried on a new connection.
-    Only disconnects are retried (SQLAlchemy's `connection_invalidated`), never a bad statement or a conflict."""
-    import inspect
-
-    import optuna
-    import tenacity
-
-    class ReconnectingRDBStorage(optuna.storages.RDBStorage):
-        pass
-
-    retrying = tenacity.retry(retry=tenacity.retry_if_exception(_is_disconnect), reraise=True,
-                              wait=tenacity.wait_exponential(multiplier=0.25, max=5),
-                              stop=tenacity.stop_after_delay(RECONNECT_S))
-    for name, method in inspect.getmembers(optuna.storages.RDBStorage, inspect.isfunction):
-        if not name.startswith("_"):
-            setattr(ReconnectingRDBStorage, name, retrying(method))
-    return ReconnectingRDBStorage
-
-
-def _is_disconnect(err: BaseException | None) -> bool:
-    """Whether SQLAlchemy saw the database drop the connection (Optuna wraps its errors, so follow the causes)."""
-    from sqlalchemy.exc import DBAPIError
-
-    while err is not None:
-        if isinstance(err, DBAPIError) and err.connection_invalidated:
-            return True
-        err = err.__cause__ or err.__context__
-    return False
 
 
 def _create_sqlite_atomically(path: Path) -> None:
