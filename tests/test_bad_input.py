@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from harness.cli import main
+from harness.execution.storage import probe_storage
 
 
 def one_line_exit_2(argv: list[str], capsys) -> str:
@@ -89,3 +90,5 @@ def test_storage_in_a_missing_folder_is_refused_not_created(tmp_path, monkeypatc
     err = one_line_exit_2(["run", "s.yaml", "--storage", f"sqlite:///{missing}/q.db"], capsys)
     assert f"no folder {missing}" in err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["s.yaml"]
+    probe_storage(f"sqlite:///{tmp_path}/mlruns/q.db")  # the default store's folder is made when missing
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["s.yaml"]  # by the training, not the probe

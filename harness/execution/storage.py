@@ -95,13 +95,16 @@ def probe_storage(url: str | None) -> None:
 
 
 def _folder_must_exist(url: str) -> None:
-    """A `sqlite:///` URL the user named: its folder must be there (it was created, and the study trained there)."""
+    """A `sqlite:///` URL the user named: its folder must be there (a typo's folder was created, and the study
+    trained there). The harness's own store folder (./mlruns, the default's) is the exception: it is made."""
+    from harness.tracking import STORE_DIR
+
     if not url.startswith("sqlite:///"):
         return
     folder = Path(url.removeprefix("sqlite:///")).parent
-    if not folder.is_dir():
+    if not folder.is_dir() and folder.resolve() != STORE_DIR.resolve():
         raise HarnessError(f"run storage '{url}': no folder {folder}; create it, or point --storage at a file in "
-                           "an existing folder")
+                           f"an existing folder (or in ./{STORE_DIR}, made when missing)")
 
 
 def _unreachable(url: str, err: BaseException) -> NoReturn:

@@ -103,16 +103,16 @@ def test_a_worker_whose_cache_write_meets_a_full_disk_exits_2_and_gives_its_run_
     study = prepared.prepare(spec)  # what `run` does before its own workers start, minus the warm cache
     storage_url, tracking_uri = f"sqlite:///{home}/mlruns/optuna.db", f"sqlite:///{home}/mlruns/mlflow.db"
     client = tracking.connect(tracking_uri)
-    queue = run_queue.open_queue(run_queue.open_storage(storage_url), "full", create=True, kind=run_queue.KIND_RUN)
+    queue = run_queue.RunQueue.open(run_queue.open_storage(storage_url), "full", create=True, kind=run_queue.KIND_RUN)
     experiment, _ = workers.publish(queue, spec, study.data, client, study.environments)
-    run_queue.enqueue(queue, study.runs, set())
+    queue.enqueue(study.runs, set())
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO), "HARNESS_FULL_AT": "atomic-write"}
     done = subprocess.run([sys.executable, "-m", "harness", "worker", "--study", "full", "--storage", storage_url,
                            "--tracking-uri", tracking_uri, "--no-progress"], cwd=remote, env=env,
                           capture_output=True, text=True, timeout=600)
     one_line_error(done, "mlruns/cache")
-    trials = queue.get_trials()
+    trials = queue.trials()
     assert not any(run_queue.REAL_FAILURE in t.user_attrs for t in trials), "a full disk blamed on the run"
     assert run_queue.QueueState.of(queue).done == set()
     assert [t.state for t in trials].count(TrialState.WAITING) == 2  # the one given back and the one not claimed

@@ -25,7 +25,7 @@ def queue(tmp_path, monkeypatch):
         monkeypatch.setattr(module, "GRACE_S", 1)
         monkeypatch.setattr(module, "HEARTBEAT_S", 1)
     storage = run_queue.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    return run_queue.open_queue(storage, "s", create=True)
+    return run_queue.RunQueue.open(storage, "s", create=True)
 
 
 @pytest.fixture
@@ -40,45 +40,45 @@ def lose_answer(tmp_path, monkeypatch):
 
 def test_an_enqueue_whose_answer_was_lost_is_not_enqueued_twice(queue, lose_answer):
     lose_answer("_create_new_trial")
-    assert run_queue.enqueue(queue, fake_runs("a", "b", "c"), set()) == 3
-    assert sorted(t.user_attrs["run_key"] for t in queue.trials) == ["a", "b", "c"]  # a duplicate is trained twice
+    assert queue.enqueue(fake_runs("a", "b", "c"), set()) == 3
+    assert sorted(t.user_attrs["run_key"] for t in queue.trials()) == ["a", "b", "c"]  # a duplicate is trained twice
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_an_ask_whose_answer_was_lost_makes_one_trial(queue, lose_answer):
     lose_answer("_create_new_trial")
-    trial = queue.ask()
-    assert [(t.number, t.state) for t in queue.trials] == [(trial.number, TrialState.RUNNING)]
+    trial = queue.study.ask()
+    assert [(t.number, t.state) for t in queue.trials()] == [(trial.number, TrialState.RUNNING)]
 
 
 def test_a_tell_whose_answer_was_lost_is_done_not_refused(queue, lose_answer):
-    run_queue.enqueue(queue, fake_runs("a"), set())
+    queue.enqueue(fake_runs("a"), set())
     trial = claims.claim(queue, GROUP)
     lose_answer("set_trial_state_values")
-    queue.tell(trial, 0.9)  # its repeat found the trial COMPLETE: Optuna refused it as an update of a finished trial
-    assert [(t.state, t.value) for t in queue.trials] == [(TrialState.COMPLETE, 0.9)]
+    queue.study.tell(trial, 0.9)  # its repeat finds the trial COMPLETE (Optuna refused that as a finished update)
+    assert [(t.state, t.value) for t in queue.trials()] == [(TrialState.COMPLETE, 0.9)]
 
 
 def test_a_claim_whose_answer_was_lost_goes_stale_and_is_claimed_again(queue, lose_answer):
     """The repeat cannot tell its own claim from another worker's: it reads as lost, and the trial, with the
     heartbeat its claimer recorded first, is retried like a dead worker's, never left RUNNING for ever."""
-    run_queue.enqueue(queue, fake_runs("a"), set())
+    queue.enqueue(fake_runs("a"), set())
     lose_answer("set_trial_state_values")
     assert claims.claim(queue, GROUP) is None
     time.sleep(run_queue.GRACE_S + 1)
-    run_queue.fail_stale(queue)
+    queue.fail_stale()
     again = claims.claim(queue, GROUP)
     assert again is not None and again.user_attrs["run_key"] == "a"
-    assert [t.state for t in queue.trials] == [TrialState.FAIL, TrialState.RUNNING]
+    assert [t.state for t in queue.trials()] == [TrialState.FAIL, TrialState.RUNNING]
 
 
 @pytest.mark.parametrize("call", ["record_heartbeat", "set_trial_user_attr", "_set_trial_param"])
 def test_writes_that_set_a_value_are_repeated_as_they_are(queue, lose_answer, call):
-    run_queue.enqueue(queue, fake_runs("a"), set())
+    queue.enqueue(fake_runs("a"), set())
     trial = claims.claim(queue, GROUP)
     lose_answer(call)
-    queue._storage.record_heartbeat(trial._trial_id)
+    queue.study._storage.record_heartbeat(trial._trial_id)
     trial.set_user_attr("note", "x")
-    run_queue.record_levels(trial, {"seed": "s1"}, {"seed": ["s0", "s1"]})
-    frozen = queue.trials[0]
+    queue.record_levels(trial, {"seed": "s1"}, {"seed": ["s0", "s1"]})
+    frozen = queue.trials()[0]
     assert frozen.user_attrs["note"] == "x" and frozen.params == {"seed": "s1"}

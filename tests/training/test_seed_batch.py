@@ -47,11 +47,11 @@ def test_seed_batches_are_a_jax_setting_with_its_own_run_keys(tmp_path):
 
 
 def test_a_worker_claims_companions_of_its_own_seed_batch_only(tmp_path):
-    queue = run_queue.open_queue(run_queue.open_storage(f"sqlite:///{tmp_path / 'q.db'}"), "s", create=True)
+    queue = run_queue.RunQueue.open(run_queue.open_storage(f"sqlite:///{tmp_path / 'q.db'}"), "s", create=True)
     config = RunConfig(backend="jax", execution={"batch_seeds": 3})
     runs = [SimpleNamespace(run_key=f"{point}{rep}", batch_key=point, config=config)
             for point in "ab" for rep in range(3)]
-    run_queue.enqueue(queue, runs, set())
+    queue.enqueue(runs, set())
     claimer = claims.Claimer(queue, list(process_key(runs[0])))
     first = claimer.claim()
     point = first.user_attrs[run_queue.RUN_KEY][0]
