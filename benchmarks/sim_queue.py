@@ -2,7 +2,7 @@
 
 A training is replaced by a timed sleep and a synthetic result of realistic size (per-epoch metrics, a predictions
 CSV), so 100 workers fit on 2 cores; everything else is the real code path: `claims.Claimer` on the Optuna
-storage, heartbeats, `tracking.start_child` / `finish_child`, `queue.tell`. Against a real PostgreSQL and a real
+storage, heartbeats, `tracking.start_child` / `finish_child`, `RunQueue.complete`. Against a real PostgreSQL and a real
 `mlflow server` on loopback (started here), or SQLite files for contrast.
 
     python benchmarks/sim_queue.py --store postgresql --workers 8 32 100 --trainings 2000
@@ -88,9 +88,9 @@ def worker_loop(storage_url: str, tracking_uri: str, train_s: float, epochs: int
 
     report: dict[str, Any] = {"latencies": [], "trials": [], "errors": [], "calls": 0, "pid": os.getpid()}
     try:
-        queue = run_queue.open_queue(run_queue.open_storage(storage_url), "sim", create=False)
+        queue = run_queue.RunQueue.open(run_queue.open_storage(storage_url), "sim", create=False)
         client = CountingClient(tracking.connect(tracking_uri))
-        attrs = queue.user_attrs
+        attrs = queue.attrs
         runs = {r.run_key: r for r in plan_runs(parse_spec(attrs["spec_text"], Path("sim.yaml")), "sim-data")}
         claimer = claims.Claimer(queue, list(process_key(next(iter(runs.values())))))
         group = tuple(claimer.process_key)
@@ -100,19 +100,19 @@ def worker_loop(storage_url: str, tracking_uri: str, train_s: float, epochs: int
             trial = claimer.claim()
             report["latencies"].append(time.perf_counter() - started)
             if trial is None:
-                if group not in run_queue.group_counts(queue):
+                if group not in queue.group_counts():
                     break
                 time.sleep(run_queue.HEARTBEAT_S)  # others still train: a failed one's trial may come back
-                run_queue.fail_stale(queue)
+                queue.fail_stale()
                 continue
             try:
                 accuracy = train_one(queue, client, attrs, runs[trial.user_attrs[run_queue.RUN_KEY]], trial,
                                      (train_s, epochs, n_predictions, rng))
             except Exception as err:  # the error a user would see in this worker's traceback
                 report["errors"].append(f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
-                run_queue.retry(queue, trial)
+                queue.retry(trial)
                 continue
-            queue.tell(trial, accuracy)
+            queue.complete(trial, accuracy)
             report["trials"].append(trial.number)
     except Exception as err:  # the figure a user needs: what a worker sees when the store gives up
         report["errors"].append(f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
@@ -123,13 +123,12 @@ def worker_loop(storage_url: str, tracking_uri: str, train_s: float, epochs: int
 def train_one(queue: Any, client: Any, attrs: dict, run: Any, trial: Any, training: tuple) -> float:
     """One simulated training under a heartbeat, logged as a real one is; its accuracy."""
     from harness import tracking
-    from harness.execution import run_queue
 
-    if run_queue.is_retry(trial) and (done := tracking.finished_accuracy(client, attrs["experiment_id"],
+    if queue.is_retry(trial) and (done := tracking.finished_accuracy(client, attrs["experiment_id"],
                                                                           run.run_key)) is not None:
         return done
     train_s, epochs, n_predictions, rng = training
-    with run_queue.heartbeat(trial):
+    with queue.heartbeat(trial):
         run_id = tracking.start_child(client, attrs["experiment_id"], attrs["parent_run_id"], run, ENVIRONMENT,
                                       trial.number)
         time.sleep(train_s)
@@ -151,10 +150,10 @@ def simulate(storage_url: str, tracking_uri: str, n_workers: int, trainings: int
     spec = parse_spec(SPEC.format(repeats=max(1, trainings // 4), epochs=epochs), Path("sim.yaml"))
     runs = plan_runs(spec, "sim-data")
     storage = run_queue.open_storage(storage_url)
-    queue = run_queue.open_queue(storage, "sim", create=True, kind=run_queue.KIND_RUN)
+    queue = run_queue.RunQueue.open(storage, "sim", create=True, kind=run_queue.KIND_RUN)
     client = tracking.connect(tracking_uri)
     exp_id, parent_id = workers.publish(queue, spec, SimpleNamespace(fingerprint="sim-data"), client)
-    run_queue.enqueue(queue, runs, set())
+    queue.enqueue(runs, set())
     storage.engine.dispose()  # forked workers must not share the parent's connections
     context, out = mp.get_context("fork"), mp.get_context("fork").Queue()
     processes = [context.Process(target=worker_loop, args=(storage_url, tracking_uri, train_s, epochs,
@@ -168,7 +167,7 @@ def simulate(storage_url: str, tracking_uri: str, n_workers: int, trainings: int
         process.join()
     tracking.finish_parent(client, parent_id)
     claimed = [n for r in reports for n in r["trials"]]
-    complete = [t for t in queue.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    complete = queue.trials(TrialState.COMPLETE)
     children = [r for r in tracking.child_runs(client, exp_id) if r.info.status == "FINISHED"]
     keys = [r.data.tags["harness.run_key"] for r in children]
     latencies = np.array([x for r in reports for x in r["latencies"]]) * 1000

@@ -19,6 +19,9 @@ from harness.errors import DiskWriteError
 
 KILL_AT_ENV = "HARNESS_KILL_AT"  # crash tests: "point" or "point:marker-file" SIGKILLs this process once there
 OOM_AT_ENV = "HARNESS_OOM_AT"  # fault tests: the same form raises MemoryError there (every time without a marker)
+FULL_AT_ENV = "HARNESS_FULL_AT"  # fault tests: the same form raises OSError ENOSPC there, as a full disk does
+LOST_ANSWER_AT_ENV = "HARNESS_LOST_ANSWER_AT"  # fault tests: "call[:marker]": a run-storage call commits, then its
+# connection drops before the answer arrives (execution/reconnecting.py)
 # a full disk, a quota, a read-only or failing mount: named in one line, the old file kept
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
@@ -35,6 +38,7 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(handle, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as stream:
             yield stream
+            disk_full_point("atomic-write")
             stream.flush()
             os.fsync(stream.fileno())
         kill_point("atomic-write")  # crash tests: the content is written but not yet in place
@@ -104,6 +108,18 @@ def fault_point(name: str) -> None:
     """Fault-test hook: raise MemoryError at a named point, as an allocation that fails there would."""
     if _fires(OOM_AT_ENV, name):
         raise MemoryError(f"injected by {OOM_AT_ENV} at '{name}'")
+
+
+def disk_full_point(name: str) -> None:
+    """Fault-test hook: raise ENOSPC at a named point, as a write to a full disk would (no root, no tmpfs)."""
+    if _fires(FULL_AT_ENV, name):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def answer_lost(call: str) -> bool:
+    """Fault-test hook: whether the run storage's `call`, just committed, is to lose its answer (a dropped
+    connection); the storage raises the disconnect, since only it knows the database driver's errors."""
+    return _fires(LOST_ANSWER_AT_ENV, call)
 
 
 def _fires(variable: str, name: str) -> bool:

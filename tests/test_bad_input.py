@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from harness.cli import main
+from harness.execution.storage import probe_storage
 
 
 def one_line_exit_2(argv: list[str], capsys) -> str:
@@ -57,3 +58,37 @@ def test_reading_an_unknown_study_creates_no_store(argv, tmp_path, monkeypatch, 
     err = one_line_exit_2(argv, capsys)
     assert "nothing has run here yet" in err
     assert list(tmp_path.iterdir()) == []  # no mlruns/, no mlflow.db, no optuna.db
+
+
+def _no_training_setup(monkeypatch) -> None:
+    """Starting the backend server or loading the data is what a refused storage must come before."""
+    from harness.execution import fork_server, prepared
+
+    def too_late(*_args, **_kwargs):
+        raise AssertionError("the run storage was probed after the training setup began")
+
+    monkeypatch.setattr(fork_server, "start_process_server", too_late)
+    monkeypatch.setattr(prepared, "prepare", too_late)
+
+
+@pytest.mark.parametrize("command", ["run", "tune"])
+def test_unreachable_storage_answers_before_the_data_loads(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _no_training_setup(monkeypatch)
+    search = "search: {space: {model.filters: {type: int, low: 4, high: 8}}}\n" if command == "tune" else ""
+    (tmp_path / "s.yaml").write_text("name: s\n" + search)
+    err = one_line_exit_2([command, "s.yaml", "--storage", "postgresql://user:hunter2@127.0.0.1:1/db"], capsys)
+    assert "run storage" in err and "unreachable" in err and "hunter2" not in err and "user:***@" in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def test_storage_in_a_missing_folder_is_refused_not_created(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _no_training_setup(monkeypatch)
+    (tmp_path / "s.yaml").write_text("name: s\n")
+    missing = tmp_path / "nonexistent" / "dir"
+    err = one_line_exit_2(["run", "s.yaml", "--storage", f"sqlite:///{missing}/q.db"], capsys)
+    assert f"no folder {missing}" in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["s.yaml"]
+    probe_storage(f"sqlite:///{tmp_path}/mlruns/q.db")  # the default store's folder is made when missing
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["s.yaml"]  # by the training, not the probe

@@ -58,6 +58,7 @@ def open_training(spec: StudySpec, args: Any) -> tuple[Any, Any, Any, int]:
 
     count = worker_count(args.workers, args.storage)
     tracking.probe(args.tracking_uri or spec.tracking.uri)  # an unreachable server answers before data loads
+    run_queue.probe_storage(args.storage)  # so does the run storage (it answered after the data: 6-30 s)
     prepared.apply_device(spec)
     # the server imports the backend (~9 s of CPU) on the second core while this process loads the data, checks
     # the splits and opens both stores (~8 s): started last, a 1-training study took 22 s, first, 15 s

@@ -55,11 +55,11 @@ def worker(args: argparse.Namespace) -> int:
     name, _ = study_argument(args)
     storage_url = args.storage or _local_storage()
     count = worker_count(args.workers, storage_url)
-    queue = run_queue.open_queue(run_queue.open_storage(storage_url), name, create=False)
-    client = tracking.connect(args.tracking_uri or queue.user_attrs.get("tracking_uri"))
-    prepared.apply_device(parse_spec(queue.user_attrs["spec_text"], Path(queue.user_attrs["spec_path"])))
+    queue = run_queue.RunQueue.open(run_queue.open_storage(storage_url), name, create=False)
+    client = tracking.connect(args.tracking_uri or queue.attrs.get("tracking_uri"))
+    prepared.apply_device(parse_spec(queue.attrs["spec_text"], Path(queue.attrs["spec_path"])))
     runner.drain(queue, storage_url, client, count, progress=not args.no_progress)
-    print(status_line(run_queue.status(queue)))
+    print(status_line(queue.status()))
     return 0
 
 
@@ -82,8 +82,8 @@ def status(args: argparse.Namespace) -> int:
 
     name, _ = spec_or_name(args.study)
     storage = run_queue.open_storage(args.storage, create=False)
-    queue = run_queue.open_queue(storage, name, create=False)
-    print(f"{name}: {status_line(run_queue.status(queue))}")
+    queue = run_queue.RunQueue.open(storage, name, create=False)
+    print(f"{name}: {status_line(queue.status())}")
     return 0
 
 

@@ -1,20 +1,18 @@
 """Claims on the run queue: a worker takes WAITING trials of its process group, one at a time or a seed batch.
 
-Claiming uses Optuna's own atomic WAITING → RUNNING transition (`storage.set_trial_state_values`), the same one
-`Study.ask` uses, so two workers never take the same trial, on one machine or many.
+Each take is the queue's atomic WAITING → RUNNING transition (`RunQueue.take`, Optuna's own, the one `Study.ask`
+uses), so two workers never take the same trial, on one machine or many; this module decides which to try.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
 
-from harness.execution.run_queue import BATCH_KEY, PROCESS_KEY, WORKER
-from harness.files import kill_point
+from harness.execution.run_queue import BATCH_KEY, RunQueue
 
 
-def claim(queue: Any, process_key: list[Any]) -> Any | None:
+def claim(queue: RunQueue, process_key: list[Any]) -> Any | None:
     """Take one WAITING trial of this process group, atomically; None when there is none."""
     return Claimer(queue, process_key).claim()
 
@@ -32,7 +30,7 @@ class Claimer:
     WAITING → RUNNING transition (Optuna's own, the one `Study.ask` uses).
     """
 
-    def __init__(self, queue: Any, process_key: list[Any]) -> None:
+    def __init__(self, queue: RunQueue, process_key: list[Any]) -> None:
         import random
 
         self.queue, self.process_key = queue, list(process_key)
@@ -43,7 +41,7 @@ class Claimer:
     def claim(self) -> Any | None:
         misses = 0
         while self.candidates or self._list_waiting():
-            trial = self._take(self.candidates.pop())
+            trial = self.queue.take(self.candidates.pop())
             if trial is not None:
                 return trial
             misses += 1
@@ -62,30 +60,10 @@ class Claimer:
         for trial_id in same_batch:
             if len(taken) == count:
                 break
-            if (companion := self._take(trial_id)) is not None:
+            if (companion := self.queue.take(trial_id)) is not None:
                 taken.append(companion)
         self.candidates = [trial_id for trial_id in self.candidates if trial_id not in same_batch]
         return taken
-
-    def _take(self, trial_id: int) -> Any | None:
-        """The trial, now RUNNING and this worker's, or None when another worker took it first."""
-        import optuna
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
-
-        storage = self.queue._storage
-        try:
-            # the heartbeat first: Optuna never counts a RUNNING trial without a heartbeat row as stale, so a worker
-            # killed between the transition and its first beat left the trial RUNNING for ever and `run` waiting.
-            # A beat on a trial another worker then wins is harmless: the winner beats it from then on.
-            storage.record_heartbeat(trial_id)
-            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                kill_point("claimed")
-                storage.set_trial_user_attr(trial_id, WORKER, f"{socket.gethostname()}:{os.getpid()}")
-                return optuna.Trial(self.queue, trial_id)
-        except UpdateFinishedTrialError:
-            pass
-        return None
 
     def _list_waiting(self) -> bool:
         self.candidates = self._waiting_ids()
@@ -94,10 +72,5 @@ class Claimer:
 
     def _waiting_ids(self) -> list[int]:
         """This group's WAITING trials (storage ids), remembering each one's seed-batch key."""
-        from optuna.trial import TrialState
-
-        # FrozenTrial keeps its storage id private; Optuna's own queue pop uses it the same way.
-        waiting = [t for t in self.queue.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                   if t.user_attrs.get(PROCESS_KEY) == self.process_key]
-        self._batch_keys = {t._trial_id: t.user_attrs.get(BATCH_KEY) for t in waiting}
-        return [t._trial_id for t in waiting]
+        self._batch_keys = self.queue.waiting(self.process_key)
+        return list(self._batch_keys)

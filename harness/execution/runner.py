@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from harness import tracking
-from harness.errors import DiskWriteError
+from harness.errors import HarnessError
 from harness.execution import claims, run_queue, workers
 from harness.execution.prepared import CACHE_DIR, Study, warm_cache
 from harness.study.design import PlannedRun, plan_runs
@@ -28,9 +28,9 @@ MAX_REPLACEMENTS_PER_WORKER = 3
 def run_study(study: Study, client: Any, storage: Any, count: int = 1, progress: bool = True) -> pd.DataFrame:
     """Enqueue every run not yet done, drain the queue with `count` processes, return the runs table."""
     warm_cache(study, study.runs)  # before the store is touched: a preprocessing error leaves nothing behind
-    queue = run_queue.open_queue(storage, study.spec.name, create=True, kind=run_queue.KIND_RUN)
+    queue = run_queue.RunQueue.open(storage, study.spec.name, create=True, kind=run_queue.KIND_RUN)
     exp_id, parent_id = workers.publish(queue, study.spec, study.data, client, study.environments)
-    run_queue.enqueue(queue, study.runs, tracking.completed_run_keys(client, exp_id))
+    queue.enqueue(study.runs, tracking.completed_run_keys(client, exp_id))
     try:
         drain(queue, storage.url, client, count, total=len(study.runs), progress=progress)
     except BaseException as err:  # the parent must not stay RUNNING after an interrupt or a dead worker
@@ -42,7 +42,7 @@ def run_study(study: Study, client: Any, storage: Any, count: int = 1, progress:
     return table[table["run_key"].isin(keys)].reset_index(drop=True) if not table.empty else table
 
 
-def drain(queue: Any, storage_url: str, client: Any, count: int, total: int | None = None,
+def drain(queue: run_queue.RunQueue, storage_url: str, client: Any, count: int, total: int | None = None,
           progress: bool = True) -> None:
     """Keep `count` worker processes training until no trial is waiting or running.
 
@@ -54,50 +54,66 @@ def drain(queue: Any, storage_url: str, client: Any, count: int, total: int | No
     """
     from tqdm import tqdm
 
-    exp_id = queue.user_attrs["experiment_id"]
-    bar = tqdm(total=total, unit="run", desc=queue.study_name, disable=not progress, file=sys.stderr)
-    cache_dir = CACHE_DIR.resolve()
+    exp_id = queue.attrs["experiment_id"]
+    bar = tqdm(total=total, unit="run", desc=queue.name, disable=not progress, file=sys.stderr)
+    draining = Draining(queue, storage_url, client.tracking_uri, CACHE_DIR.resolve(), bar)
     try:
-        while groups := run_queue.group_counts(queue):
-            first = _waiting_group(groups)
+        while groups := queue.group_counts():
+            first = first_waiting(groups)
             if first is None:  # only RUNNING trials left: other machines' or dead workers' (stale soon)
-                _wait_for_stale(queue, client, exp_id, bar)
+                draining.wait_for_stale(client, exp_id)
                 continue
-
-            def args_of(_index: int, first: tuple = first) -> tuple:
-                group = _waiting_group(run_queue.group_counts(queue)) or first  # none waiting: it exits at once
-                return storage_url, queue.study_name, list(group), client.tracking_uri, cache_dir
-
-            workers.supervise(train_group, args_of, count,
-                              work_left=lambda: bool(run_queue.group_counts(queue)),
-                              more_work=lambda: _waiting_group(run_queue.group_counts(queue)) is not None,
-                              on_tick=lambda: _show_progress(queue, bar),
+            draining.last_group = first
+            workers.supervise(train_group, draining.worker_args, count, work_left=draining.work_left,
+                              more_work=draining.more_work, on_tick=draining.show_progress,
                               replacements=MAX_REPLACEMENTS_PER_WORKER * count)
     finally:
-        _show_progress(queue, bar)
+        draining.show_progress()
         bar.close()
     tracking.mark_orphans(client, exp_id, live_trials=set())
 
 
-def _waiting_group(groups: dict[tuple, dict[str, int]]) -> tuple | None:
+def first_waiting(groups: dict[tuple, dict[str, int]]) -> tuple | None:
     """The first process group (in queue order) with a WAITING trial, or None."""
     return next((group for group, counts in groups.items() if counts["WAITING"]), None)
 
 
-def _wait_for_stale(queue: Any, client: Any, exp_id: str, bar: Any) -> None:
-    from optuna.trial import TrialState
+@dataclass
+class Draining:
+    """What `workers.supervise` asks the queue while `drain` runs workers: each question one method."""
 
-    time.sleep(run_queue.HEARTBEAT_S)
-    run_queue.fail_stale(queue)
-    live = {t.number for t in queue.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    tracking.mark_orphans(client, exp_id, live)
-    _show_progress(queue, bar)
+    queue: run_queue.RunQueue
+    storage_url: str
+    tracking_uri: str
+    cache_dir: Path
+    bar: Any
+    last_group: tuple = ()  # the group the current supervise started with
 
+    def worker_args(self, _index: int) -> tuple:
+        """A new worker's arguments: the first group with a WAITING trial (else the last one: it exits at once)."""
+        group = first_waiting(self.queue.group_counts()) or self.last_group
+        return self.storage_url, self.queue.name, list(group), self.tracking_uri, self.cache_dir
 
-def _show_progress(queue: Any, bar: Any) -> None:
-    counts = run_queue.status(queue)
-    bar.n = counts["done"] + counts["failed"]
-    bar.set_postfix_str(f"running {counts['running']}, failed {counts['failed']}", refresh=True)
+    def work_left(self) -> bool:
+        """Something is still WAITING or RUNNING: a dead worker is replaced."""
+        return bool(self.queue.group_counts())
+
+    def more_work(self) -> bool:
+        """Something is WAITING: a worker that ended cleanly is followed by a new one."""
+        return first_waiting(self.queue.group_counts()) is not None
+
+    def show_progress(self) -> None:
+        counts = self.queue.status()
+        self.bar.n = counts["done"] + counts["failed"]
+        self.bar.set_postfix_str(f"running {counts['running']}, failed {counts['failed']}", refresh=True)
+
+    def wait_for_stale(self, client: Any, exp_id: str) -> None:
+        """Nothing waits, something runs: give dead workers' trials a beat to go stale, retry them, and mark
+        the MLflow runs of trials no longer RUNNING as orphans."""
+        time.sleep(run_queue.HEARTBEAT_S)
+        self.queue.fail_stale()
+        tracking.mark_orphans(client, exp_id, self.queue.running_numbers())
+        self.show_progress()
 
 
 def train_group(storage_url: str, study_name: str, group: list[Any], tracking_uri: str, cache_dir: Path) -> None:
@@ -107,7 +123,7 @@ def train_group(storage_url: str, study_name: str, group: list[Any], tracking_ur
     determinism.configure_group(group)
     attached = workers.Attached.connect(storage_url, study_name, tracking_uri, cache_dir)
     runs = plan_runs(attached.spec, attached.data.fingerprint, attached.data.images.shape[1],
-                     attached.queue.user_attrs.get("environments"))  # the enqueuing machine's: the same run keys
+                     attached.queue.attrs.get("environments"))  # the enqueuing machine's: the same run keys
     GroupWorker(attached, runs).loop(group)
 
 
@@ -145,59 +161,55 @@ class GroupWorker:
             companions = claimer.claim_companions(trial, lanes - 1) if lanes > 1 else []
             self.execute([trial, *companions], runs)
 
-    def unknown(self, trial: Any) -> None:
-        from optuna.trial import TrialState
-
-        trial.set_user_attr(run_queue.REAL_FAILURE, "run key not in the study's current spec")
-        self.attached.queue.tell(trial, state=TrialState.FAIL)
-
     def execute(self, trials: list[Any], runs: dict[str, PlannedRun]) -> None:
         """Train the claimed trials (one, or one seed batch) and tell each as soon as it is logged: done, FAILED
         for good, or retried (out of memory, at most MAX_RETRY times, like a dead worker's trial). On a stop,
         those not yet told are given back."""
+        queue = self.attached.queue
         claimed = []
         for trial in trials:
             run = runs.get(trial.user_attrs[run_queue.RUN_KEY])
             if run is None:
-                self.unknown(trial)
+                queue.fail(trial, "run key not in the study's current spec")
             elif (accuracy := self.logged_before(trial, run)) is not None:
-                self.attached.queue.tell(trial, accuracy)
+                queue.complete(trial, accuracy)
             else:
-                run_queue.record_levels(trial, run.factors, self.levels)
+                queue.record_levels(trial, run.factors, self.levels)
                 claimed.append((trial, run))
         if not claimed:
             return
-        told: set[int] = set()
-
-        def tell(trial: Any, result: Any) -> None:
-            self.tell(trial, result)
-            told.add(trial.number)
-
-        retry = all(run_queue.retries_left(trial) for trial, _ in claimed)
+        told = Told(queue)
+        retry = all(queue.retries_left(trial) for trial, _ in claimed)
         try:
-            self.attached.train_trials(claimed, retry_out_of_memory=retry, on_result=tell)
-        except (KeyboardInterrupt, DiskWriteError):
+            self.attached.train_trials(claimed, retry_out_of_memory=retry, on_result=told.tell)
+        except (KeyboardInterrupt, HarnessError, OSError):  # a stop, or the harness's error: not the run's fault
             for trial, _ in claimed:
-                if trial.number not in told:
-                    run_queue.give_back(self.attached.queue, trial)
+                if trial.number not in told.numbers:
+                    queue.give_back(trial)
             raise
-
-    def tell(self, trial: Any, result: Any) -> None:
-        """Done, FAILED for good (its reason recorded), or retried (KILLED: out of memory)."""
-        from optuna.trial import TrialState
-
-        queue = self.attached.queue
-        if result.status == "FINISHED":
-            queue.tell(trial, result.accuracy)
-        elif result.status == "KILLED":
-            run_queue.retry(queue, trial)
-        else:
-            trial.set_user_attr(run_queue.REAL_FAILURE, result.failure_reason)
-            queue.tell(trial, state=TrialState.FAIL)
 
     def logged_before(self, trial: Any, run: PlannedRun) -> float | None:
         """A retry of a trial whose worker died after MLflow recorded the run FINISHED but before the queue was
         told: the logged accuracy, so the run is not trained (and logged) twice. Only retries are looked up."""
-        if not run_queue.is_retry(trial):
+        if not self.attached.queue.is_retry(trial):
             return None
         return tracking.finished_accuracy(self.attached.client, self.attached.experiment_id, run.run_key)
+
+
+@dataclass
+class Told:
+    """The queue hears of each result of a training as soon as it is logged; the trials it heard of are not
+    given back when the rest of a seed batch is interrupted."""
+
+    queue: run_queue.RunQueue
+    numbers: set[int] = field(default_factory=set)
+
+    def tell(self, trial: Any, result: Any) -> None:
+        """Done, FAILED for good (its reason recorded), or retried (KILLED: out of memory)."""
+        if result.status == "FINISHED":
+            self.queue.complete(trial, result.accuracy)
+        elif result.status == "KILLED":
+            self.queue.retry(trial)
+        else:
+            self.queue.fail(trial, result.failure_reason)
+        self.numbers.add(trial.number)

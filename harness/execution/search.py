@@ -104,7 +104,7 @@ def open_search(storage: Any, spec: StudySpec, worker: int = 0) -> Any:
 
     search = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True,
                                  sampler=make_sampler(spec, worker), pruner=make_pruner(spec))
-    run_queue.claim_kind(search, run_queue.KIND_TUNE)
+    run_queue.RunQueue(search).claim_kind(run_queue.KIND_TUNE)
     return search
 
 
@@ -228,7 +228,7 @@ def run_search(study: Any, client: Any, storage: Any, count: int, progress: bool
     choices = [{}] + [{key: choice} for key, param in spec.search.space.items() for choice in param.choices or []]
     warm_cache(study, [trial_run(spec, values, data.fingerprint) for values in choices])
     search = open_search(storage, spec)
-    exp_id, parent_id = workers.publish(search, spec, data, client)
+    exp_id, parent_id = workers.publish(run_queue.RunQueue(search), spec, data, client)
     run_queue.fail_stale(search)
     bar = tqdm(total=spec.search.n_trials, unit="trial", desc=spec.name, disable=not progress, file=sys.stderr)
 

@@ -34,7 +34,7 @@ LEASE_LOST = (f"the run storage missed this training's heartbeats for over {run_
               "may have given the run to another worker; not logged as done, the queue retries it")
 
 
-def publish(queue: Any, spec: StudySpec, data: StudyData, client: Any,
+def publish(queue: run_queue.RunQueue, spec: StudySpec, data: StudyData, client: Any,
             environments: dict[str, dict[str, str]] | None = None) -> tuple[str, str]:
     """Create (or reuse) the study's MLflow parent and store what a worker needs on the queue; (exp id, parent id).
     `environments`: the kernel environments the run keys were planned with (workers plan with the same)."""
@@ -45,7 +45,7 @@ def publish(queue: Any, spec: StudySpec, data: StudyData, client: Any,
              "tracking_uri": client.tracking_uri, "experiment_id": exp_id, "parent_run_id": parent_id,
              "environments": environments or {}}
     for key, value in attrs.items():
-        queue.set_user_attr(key, value)
+        queue.set_attr(key, value)
     return exp_id, parent_id
 
 
@@ -54,7 +54,7 @@ class Attached:
     """A training process's view of a study, rebuilt from the run storage alone (so other machines can join)."""
 
     storage: Any
-    queue: Any
+    queue: run_queue.RunQueue
     client: Any
     spec: StudySpec
     data: StudyData
@@ -66,8 +66,8 @@ class Attached:
     def connect(cls, storage_url: str, study_name: str, tracking_uri: str | None, cache_dir: Path) -> Attached:
         """Imports no backend: the caller configures the process (determinism, threads) after this, before training."""
         storage = run_queue.open_storage(storage_url)
-        queue = run_queue.open_queue(storage, study_name, create=False)
-        attrs = queue.user_attrs
+        queue = run_queue.RunQueue.open(storage, study_name, create=False)
+        attrs = queue.attrs
         spec = parse_spec(attrs["spec_text"], Path(attrs["spec_path"]))
         data = load_study_data(spec.data)
         if data.fingerprint != attrs["data_fingerprint"]:
@@ -128,7 +128,7 @@ class Attached:
         from dataclasses import replace
 
         with contextlib.ExitStack() as beating:
-            leases = [beating.enter_context(run_queue.heartbeat(trial)) for trial, _ in claimed]
+            leases = [beating.enter_context(self.queue.heartbeat(trial)) for trial, _ in claimed]
             open_runs = {}
             for trial, run in claimed:
                 open_runs[trial.number] = tracking.start_child(self.client, self.experiment_id, self.parent_id, run,
@@ -154,6 +154,11 @@ class Attached:
                 for run_id in open_runs.values():
                     tracking.end_child(self.client, run_id, "KILLED", f"interrupted ({name}); rerun to resume")
                 raise
+            except (HarnessError, OSError) as err:  # the harness's or the machine's (train.is_training_failure)
+                reason = str(err) if isinstance(err, HarnessError) else f"{_first_line(err)}; the run is retried"
+                for run_id in open_runs.values():
+                    tracking.end_child(self.client, run_id, "KILLED", reason)
+                raise
 
     def _finish(self, run_id: str, result: Any) -> None:
         """Log the result; a full disk (or quota, or read-only store) under the artifacts is one line and the run
@@ -163,6 +168,11 @@ class Attached:
         except DiskWriteError as err:
             tracking.end_child(self.client, run_id, "KILLED", str(err))
             raise
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 class LeaseLost(Exception):

@@ -37,6 +37,7 @@ from harness.training.train import (
     build_model,
     input_shape,
     is_out_of_memory,
+    is_training_failure,
     make_loss,
     make_optimizer,
     split_indices,
@@ -53,11 +54,14 @@ def train_batch(runs: list[PlannedRun], ids: np.ndarray, digits: np.ndarray, ima
                 side: dict[str, np.ndarray] | None = None, n_classes: int = 10) -> list[RunResult]:
     """Train runs that differ only in their seeds (equal `batch_key`) as one K-lane program; one result per run.
 
-    Never raises for a training failure: a lane whose loss diverges fails alone; an error fails every run."""
+    Never raises for a training failure: a lane whose loss diverges fails alone; an error fails every run. An
+    error of the harness or the machine is raised (`train.is_training_failure`)."""
     started = time.perf_counter()
     try:
         return Batch(runs, digits, images_for, side or {}, n_classes).train(ids, started)
     except Exception as err:  # a broken batch must not end the study; its reason is recorded on each run
+        if not is_training_failure(err):
+            raise
         text = str(err).strip()
         reason = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
         share = (time.perf_counter() - started) / len(runs)

@@ -1,7 +1,8 @@
 """One run: split → stages (each its own preprocessed images and epochs) → evaluate → `RunResult`.
 
 Training returns a result object and never talks to MLflow; `tracking` logs it. A run that diverges
-(NaN loss) or raises is returned as a FAILED result with its reason, so a study goes on.
+(NaN loss) or whose model raises is returned as a FAILED result with its reason, so a study goes on; an error of
+the harness or the machine (a full disk under the preprocessing cache) is raised instead (`is_training_failure`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.errors import HarnessError
 from harness.files import fault_point, kill_point
 from harness.study.design import PlannedRun, Stage
 from harness.study.spec import EvaluationConfig
@@ -70,7 +72,7 @@ def split_indices(digits: np.ndarray, evaluation: EvaluationConfig, seed: int) -
 def train_run(run: PlannedRun, ids: np.ndarray, digits: np.ndarray, images_for: ImagesFor,
               on_epoch: EpochHook | None = None, keep_model: bool = False,
               side: dict[str, np.ndarray] | None = None, n_classes: int = N_CLASSES) -> RunResult:
-    """Train one planned run from scratch; never raises for a training failure.
+    """Train one planned run from scratch; never raises for a training failure (`is_training_failure`).
 
     `side`: per-row side inputs (fed to a user model that declares them); `n_classes`: labels are 0..n-1.
     """
@@ -78,9 +80,20 @@ def train_run(run: PlannedRun, ids: np.ndarray, digits: np.ndarray, images_for: 
     try:
         return _train(run, ids, digits, images_for, started, on_epoch, keep_model, side or {}, n_classes)
     except Exception as err:  # a broken run must not end the study; its reason is recorded
+        if not is_training_failure(err):
+            raise
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
         return RunResult(run, "FAILED", failure_reason=reason, wall_time_s=time.perf_counter() - started,
                          out_of_memory=is_out_of_memory(err))
+
+
+def is_training_failure(err: Exception) -> bool:
+    """Whether an error belongs to the run (its configuration or its numbers: a model that raises, a shape its
+    layers refuse, out of memory), and is recorded as its FAILED result, counted done. The harness's own errors
+    (HarnessError: a full disk under the preprocessing cache is a DiskWriteError) and the machine's (OSError)
+    are not a property of the configuration: they propagate, the worker gives its trial back and exits (one
+    line for a HarnessError, the traceback on stderr otherwise), and the run is trained again."""
+    return not isinstance(err, (HarnessError, OSError))
 
 
 OOM_TYPES = {"MemoryError", "ResourceExhaustedError", "OutOfMemoryError"}  # Python, TensorFlow, torch

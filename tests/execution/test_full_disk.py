@@ -2,10 +2,13 @@
 
 Each time `run` ends with one line naming what could not be written and exit 2, nothing half-written is
 trusted (no cache entry, no FINISHED run without its files), and once there is room the same command resumes
-and finishes every run exactly once. Mounting needs root with CAP_SYS_ADMIN; elsewhere the test skips.
+and finishes every run exactly once. Mounting needs root with CAP_SYS_ADMIN; elsewhere the test skips. A worker
+on another machine (a cold cache) meets a full disk through the fault hook (harness.files.FULL_AT_ENV) instead.
 """
 
+import os
 import subprocess
+import sys
 from collections import Counter
 
 import optuna
@@ -13,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 SPEC = """
 name: full
@@ -82,3 +85,37 @@ def test_a_full_disk_is_one_line_leaves_nothing_half_written_and_resumes(tmp_pat
     assert len(finished) == 2 and set(finished.values()) == {1}
     queue = optuna.load_study(study_name="full", storage=f"sqlite:///{tmp_path / 'mlruns/optuna.db'}")
     assert len(queue.get_trials(states=(TrialState.COMPLETE,))) == 2
+
+
+@pytest.mark.slow
+def test_a_worker_whose_cache_write_meets_a_full_disk_exits_2_and_gives_its_run_back(tmp_path):
+    """`harness worker` elsewhere has no warm cache: ENOSPC while it writes one is the machine's fault, not the
+    run's, so the run is not FAILED and counted done (it was) but given back for the next worker."""
+    from harness import tracking
+    from harness.execution import prepared, run_queue, workers
+    from harness.study.spec import load_spec
+
+    home, remote = tmp_path / "home", tmp_path / "remote"
+    (home / "mlruns").mkdir(parents=True)
+    remote.mkdir()
+    (home / "full.yaml").write_text(SPEC)
+    spec = load_spec(home / "full.yaml")
+    study = prepared.prepare(spec)  # what `run` does before its own workers start, minus the warm cache
+    storage_url, tracking_uri = f"sqlite:///{home}/mlruns/optuna.db", f"sqlite:///{home}/mlruns/mlflow.db"
+    client = tracking.connect(tracking_uri)
+    queue = run_queue.RunQueue.open(run_queue.open_storage(storage_url), "full", create=True, kind=run_queue.KIND_RUN)
+    experiment, _ = workers.publish(queue, spec, study.data, client, study.environments)
+    queue.enqueue(study.runs, set())
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO), "HARNESS_FULL_AT": "atomic-write"}
+    done = subprocess.run([sys.executable, "-m", "harness", "worker", "--study", "full", "--storage", storage_url,
+                           "--tracking-uri", tracking_uri, "--no-progress"], cwd=remote, env=env,
+                          capture_output=True, text=True, timeout=600)
+    one_line_error(done, "mlruns/cache")
+    trials = queue.trials()
+    assert not any(run_queue.REAL_FAILURE in t.user_attrs for t in trials), "a full disk blamed on the run"
+    assert run_queue.QueueState.of(queue).done == set()
+    assert [t.state for t in trials].count(TrialState.WAITING) == 2  # the one given back and the one not claimed
+    children = client.search_runs([experiment], "tags.`harness.role` = 'training'")
+    assert [r.info.status for r in children] == ["KILLED"]
+    assert "No space left on device" in children[0].data.tags["harness.failure_reason"]

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from harness.errors import SpecError
+from harness.errors import DiskWriteError, SpecError
 from harness.execution import claims, run_queue
 from harness.execution.prepared import prepare
 from harness.study.design import process_key
 from harness.study.spec import RunConfig, parse_spec
+from harness.training import seed_batch
 from tests.conftest import REPO
 
 SPEC = """
@@ -46,11 +47,11 @@ def test_seed_batches_are_a_jax_setting_with_its_own_run_keys(tmp_path):
 
 
 def test_a_worker_claims_companions_of_its_own_seed_batch_only(tmp_path):
-    queue = run_queue.open_queue(run_queue.open_storage(f"sqlite:///{tmp_path / 'q.db'}"), "s", create=True)
+    queue = run_queue.RunQueue.open(run_queue.open_storage(f"sqlite:///{tmp_path / 'q.db'}"), "s", create=True)
     config = RunConfig(backend="jax", execution={"batch_seeds": 3})
     runs = [SimpleNamespace(run_key=f"{point}{rep}", batch_key=point, config=config)
             for point in "ab" for rep in range(3)]
-    run_queue.enqueue(queue, runs, set())
+    queue.enqueue(runs, set())
     claimer = claims.Claimer(queue, list(process_key(runs[0])))
     first = claimer.claim()
     point = first.user_attrs[run_queue.RUN_KEY][0]
@@ -95,3 +96,22 @@ def test_seed_batched_study_runs_reports_and_reproduces_in_fresh_processes(tmp_p
     assert report.returncode == 0, report.stderr[-3000:]
     assert "vote of 3 runs" in report.stdout
     assert len((tmp_path / "reports/seed-batch/runs.csv").read_text().strip().splitlines()) == 1 + 3
+
+
+@pytest.mark.parametrize("error, recorded", [(ValueError("a lane's model refused its input"), True),
+                                             (DiskWriteError("mlruns/cache/x.npy", "No space left on device"), False),
+                                             (OSError(5, "Input/output error"), False)])
+def test_a_batch_records_its_own_failures_and_raises_the_harness_s(error, recorded, monkeypatch):
+    """A model error fails every run of the batch, recorded; a full disk under the cache (or any error of the
+    machine) is not the runs' failure: raised, so the worker gives the batch back and the runs are retried."""
+    def broken(*_args):
+        raise error
+
+    monkeypatch.setattr(seed_batch, "Batch", broken)
+    runs = [SimpleNamespace(name=f"r{i}") for i in range(3)]
+    if recorded:
+        results = seed_batch.train_batch(runs, np.arange(4), np.arange(4), images_for=None)
+        assert [r.status for r in results] == ["FAILED"] * 3 and "refused its input" in results[0].failure_reason
+    else:
+        with pytest.raises(type(error)):
+            seed_batch.train_batch(runs, np.arange(4), np.arange(4), images_for=None)

@@ -6,8 +6,9 @@ from functools import partial
 import numpy as np
 import pytest
 
-from harness.errors import DataError
+from harness.errors import DataError, DiskWriteError
 from harness.execution.prepared import prepare
+from harness.files import FULL_AT_ENV
 from harness.study.spec import EvaluationConfig, parse_spec
 from harness.training.train import split_indices, targets, total_steps, train_run
 
@@ -73,3 +74,20 @@ def test_training_on_all_rows_uses_every_row_and_measures_nothing(tmp_path):
     result = train_run(run, study.data.ids, study.data.digits, partial(study.data.images_for, cache_dir=tmp_path))
     assert result.status == "FINISHED" and np.isnan(result.accuracy) and result.predictions is None
     assert len(result.history) == 3 and "val_accuracy" not in result.history[-1] and result.weights_hash
+
+
+def test_a_full_disk_under_the_preprocessing_cache_is_the_harness_s_error_not_a_failed_run(tmp_path, monkeypatch):
+    """A worker with a cold cache (one on another machine) on a full disk: raised, so the worker exits 2 and the
+    run is retried; it was a FAILED run, counted done, its configuration blamed for the disk."""
+    study = prepare(parse_spec(SPEC.format(schedule="constant", smoothing=0), tmp_path / "s.yaml"))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(FULL_AT_ENV, "atomic-write")
+    with pytest.raises(DiskWriteError, match="No space left on device"):
+        train_run(study.runs[0], study.data.ids, study.data.digits, partial(study.data.images_for, cache_dir=cache))
+    assert not any(cache.iterdir()), "a partial cache entry was left behind"
+
+    def model_error(_stage):
+        raise ValueError("Input 0 of layer conv2d is incompatible with the layer")
+
+    failed = train_run(study.runs[0], study.data.ids, study.data.digits, model_error)  # the run's own: recorded
+    assert failed.status == "FAILED" and failed.failure_reason.startswith("ValueError: Input 0 of layer")
