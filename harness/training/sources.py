@@ -29,6 +29,8 @@ class StudyData:
     fingerprint: str
     side: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, 1) array
     classes: tuple[str, ...] = DIGIT_CLASSES  # class index -> name
+    # a categorical side input's values in code order (predict codes its file by them); numeric ones are absent
+    side_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
@@ -53,11 +55,14 @@ def load_study_data(config: DataConfig) -> StudyData:
     from harness.training import image_files
 
     loaders = {"folder": image_files.load_folder, "npz": image_files.load_npz, "csv": image_files.load_generic_csv}
-    images, labels, side = loaders[config.source](config)
+    images, labels, values = loaders[config.source](config)
     classes, codes = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"{config.path}: every image has label {classes[0]!r}; allowed: at least 2 classes")
-    return user_data(images, codes.astype(np.int64), tuple(str(c) for c in classes), side)
+    coded = {name: image_files.code_side(column) for name, column in values.items()}
+    side = {name: array for name, (array, _) in coded.items()}
+    categories = {name: found for name, (_, found) in coded.items() if found is not None}
+    return user_data(images, codes.astype(np.int64), tuple(str(c) for c in classes), side, categories)
 
 
 def bundled_digits(config: DataConfig) -> StudyData:
@@ -72,8 +77,8 @@ def bundled_digits(config: DataConfig) -> StudyData:
     return user_data(images, bunch.target.astype(np.int64), DIGIT_CLASSES, {})
 
 
-def user_data(images: np.ndarray, codes: np.ndarray, classes: tuple[str, ...],
-              side: dict[str, np.ndarray]) -> StudyData:
+def user_data(images: np.ndarray, codes: np.ndarray, classes: tuple[str, ...], side: dict[str, np.ndarray],
+              side_categories: dict[str, tuple[str, ...]] | None = None) -> StudyData:
     """StudyData with a content fingerprint over images, labels, class names and side inputs."""
     digest = hashlib.sha256(f"user-data-v1 {images.shape} {classes!r};".encode())
     digest.update(np.ascontiguousarray(images).tobytes())
@@ -84,7 +89,7 @@ def user_data(images: np.ndarray, codes: np.ndarray, classes: tuple[str, ...],
     for array in (images, codes, *side.values()):
         array.setflags(write=False)
     ids = np.arange(len(images), dtype=np.int64)
-    return StudyData(ids, codes, images, digest.hexdigest()[:16], side, classes)
+    return StudyData(ids, codes, images, digest.hexdigest()[:16], side, classes, side_categories or {})
 
 
 def _contest_format(config: DataConfig) -> StudyData:
