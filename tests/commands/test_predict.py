@@ -21,6 +21,8 @@ from harness.cli import main
 from tests.conftest import REPO, run_cli
 from tests.test_ui import free_port
 
+pytestmark = pytest.mark.xdist_group("predict")  # one worker: one `studies` fixture, one TensorFlow import
+
 TINY = """name: tiny
 data: {source: synthetic, n: 200, seed: 0}
 base:
