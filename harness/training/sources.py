@@ -55,14 +55,11 @@ def load_study_data(config: DataConfig) -> StudyData:
     from harness.training import image_files
 
     loaders = {"folder": image_files.load_folder, "npz": image_files.load_npz, "csv": image_files.load_generic_csv}
-    images, labels, values = loaders[config.source](config)
+    images, labels, side = loaders[config.source](config)
     classes, codes = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"{config.path}: every image has label {classes[0]!r}; allowed: at least 2 classes")
-    coded = {name: image_files.code_side(column) for name, column in values.items()}
-    side = {name: array for name, (array, _) in coded.items()}
-    categories = {name: found for name, (_, found) in coded.items() if found is not None}
-    return user_data(images, codes.astype(np.int64), tuple(str(c) for c in classes), side, categories)
+    return user_data(images, codes.astype(np.int64), tuple(str(c) for c in classes), side)
 
 
 def bundled_digits(config: DataConfig) -> StudyData:
@@ -77,9 +74,15 @@ def bundled_digits(config: DataConfig) -> StudyData:
     return user_data(images, bunch.target.astype(np.int64), DIGIT_CLASSES, {})
 
 
-def user_data(images: np.ndarray, codes: np.ndarray, classes: tuple[str, ...], side: dict[str, np.ndarray],
-              side_categories: dict[str, tuple[str, ...]] | None = None) -> StudyData:
-    """StudyData with a content fingerprint over images, labels, class names and side inputs."""
+def user_data(images: np.ndarray, codes: np.ndarray, classes: tuple[str, ...],
+              side: dict[str, np.ndarray]) -> StudyData:
+    """StudyData with a content fingerprint over images, labels, class names and side inputs (`side`: each
+    column as read, coded here as a model gets it)."""
+    from harness.training.image_files import code_side
+
+    coded = {name: code_side(values) for name, values in side.items()}
+    side = {name: array for name, (array, _) in coded.items()}
+    categories = {name: found for name, (_, found) in coded.items() if found is not None}
     digest = hashlib.sha256(f"user-data-v1 {images.shape} {classes!r};".encode())
     digest.update(np.ascontiguousarray(images).tobytes())
     digest.update(np.ascontiguousarray(codes, dtype="<i8").tobytes())
@@ -89,7 +92,7 @@ def user_data(images: np.ndarray, codes: np.ndarray, classes: tuple[str, ...], s
     for array in (images, codes, *side.values()):
         array.setflags(write=False)
     ids = np.arange(len(images), dtype=np.int64)
-    return StudyData(ids, codes, images, digest.hexdigest()[:16], side, classes, side_categories or {})
+    return StudyData(ids, codes, images, digest.hexdigest()[:16], side, classes, categories)
 
 
 def _contest_format(config: DataConfig) -> StudyData:
