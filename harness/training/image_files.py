@@ -227,7 +227,7 @@ def csv_rows(frame, path: Path, config: DataConfig, labelled: bool = True, chann
         images = stack([read_image(file, config, at) for file, at in zip(files, where, strict=True)], where)
     else:
         pixels = frame.drop(columns=[c for c in [*wanted, "id"] if c in frame.columns])
-        images = _pixel_columns(pixels, path, config, channels)
+        images = _pixel_columns(pixels, path, config, channels, ", or data.image_column" if labelled else "")
     side = {name: frame[name].to_numpy(str) for name in config.side_inputs}
     if "id" in frame.columns:
         ids = frame["id"].to_numpy(str)
@@ -236,13 +236,12 @@ def csv_rows(frame, path: Path, config: DataConfig, labelled: bool = True, chann
     return CsvRows(images, frame[config.label].to_numpy(str) if has_label else None, side, ids)
 
 
-def _pixel_columns(pixels, path: Path, config: DataConfig, channels: int = 1) -> np.ndarray:
+def _pixel_columns(pixels, path: Path, config: DataConfig, channels: int, alternative: str) -> np.ndarray:
     side = math.isqrt(pixels.shape[1] // channels)
     if pixels.shape[1] == 0 or side * side * channels != pixels.shape[1]:
         each = "S*S" if channels == 1 else f"S*S*{channels}"
         raise DataError(f"{path}: {pixels.shape[1]} pixel columns (all but the label, side inputs and 'id') is not "
-                        f"a square image; allowed: {each} columns (e.g. {28 * 28 * channels} for 28x28), or "
-                        "data.image_column")
+                        f"a square image; allowed: {each} columns (e.g. {28 * 28 * channels} for 28x28){alternative}")
     values = pixels.to_numpy()
     numbers = np.char.isdigit(values.astype(str))
     if not numbers.all():
