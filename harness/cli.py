@@ -103,11 +103,12 @@ def _training_commands(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--out", type=Path, help="folder for tune.md/tune.json (default: reports/STUDY)")
     tune.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
-    predict = _command(commands, "predict", ("predict", "predict"), "contest submission (id,digit) from a "
-                       "study's chosen config")
+    predict = _command(commands, "predict", ("predict", "predict"), "predictions (id,label; the contest's "
+                       "id,digit) from a study's chosen config")
     _study_argument(predict)
-    predict.add_argument("--data", type=Path, required=True, help="contest-format CSV (test or labelled train)")
-    predict.add_argument("--out", type=Path, required=True, help="submission CSV to write")
+    predict.add_argument("--data", type=Path, required=True, help="what to predict, like the study's data: a "
+                         "contest csv, or a folder of images, an .npz or a csv")
+    predict.add_argument("--out", type=Path, required=True, help="CSV to write (id,label or id,digit)")
     predict.add_argument("--ensemble", type=int, default=1, help="average the softmax of K seeds (default 1)")
     _stores(predict, storage=False)
 

@@ -1,10 +1,12 @@
-"""`harness predict`: a study's chosen configuration → a contest submission (`id,digit`), optionally a seed ensemble.
+"""`harness predict`: a study's chosen configuration → predictions for `--data`, optionally a seed ensemble.
 
-The configuration is the tune study's seed-robust best (a tag on its parent run), a `run` study's base config, or,
-for a study the store has never seen, the base config of its spec (given, or `studies/NAME.yaml`). The members
-train on every labelled row: the validation split or fold exists to measure, not to predict. The ensemble is
-logged as one MLflow model (mean softmax) and registered under the study's name; a second call with the same
-config, data and K loads it instead of training again.
+`--data` is read as the study's own kind of data (training/targets.py): a contest csv answered `id,digit`, or
+images (a folder, an npz, a csv like the study's) answered `id,label` with the class names. An incompatible
+file is refused before anything trains or is stored. The configuration is the tune study's seed-robust best (a
+tag on its parent run), a `run` study's base config, or, for a study the store has never seen, the base config
+of its spec (given, or `studies/NAME.yaml`). The members train on every labelled row: the validation split or
+fold exists to measure, not to predict. The ensemble is logged as one MLflow model (mean softmax) and registered
+under the study's name; a second call with the same config, data and K loads it instead of training again.
 """
 
 from __future__ import annotations
@@ -43,13 +45,20 @@ class Chosen:
     spec: StudySpec
     config: RunConfig
     source: str  # where the config came from, for the user
-    experiment_id: str
+    experiment_id: str | None  # None: the store has no experiment for the study yet
 
 
 def predict(args: argparse.Namespace) -> int:
     name, spec = study_argument(args)
-    client = tracking.connect(args.tracking_uri or (spec.tracking.uri if spec else None))
-    result = predict_submission(client, name, spec, args.data, args.out, positive(args.ensemble, "--ensemble"))
+    k = positive(args.ensemble, "--ensemble")
+    if spec is None and (STUDIES_DIR / f"{name}.yaml").is_file():
+        spec = load_spec(STUDIES_DIR / f"{name}.yaml")
+    uri = args.tracking_uri or (spec.tracking.uri if spec else None)
+    if spec is None or _store_exists(uri):  # a study that ran: its stored config; else nothing is created yet
+        client = tracking.connect(uri, create=False)
+    else:
+        client = None
+    result = predict_submission(client, name, spec, args.data, args.out, k, uri)
     trained = f"trained on all {result['trained_on']} labelled rows"
     trained = "loaded from MLflow" if result["reused_models"] else trained
     print(f"{result['rows']} predictions from {result['members']} model(s) ({trained}; config: "
@@ -60,14 +69,20 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_exists(uri: str | None) -> bool:
+    """False only for a SQLite store whose file is missing (a server's store is there to ask)."""
+    url = uri or tracking.default_uri()
+    return not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists()
+
+
 def chosen_config(client: Any, study: str, spec: StudySpec | None = None) -> Chosen:
-    """The configuration `predict` uses for a study in the store (or, never run, its spec), and where it came from."""
-    exp_id = tracking.experiment_id(client, study, create=False)
+    """The configuration `predict` uses for a study in the store (or, never run, its spec), and where it came from.
+    Creates nothing: a study the store has not seen has no experiment id yet (predict makes it when it logs)."""
+    exp_id = None if client is None else tracking.experiment_id(client, study, create=False)
     parent_id = None if exp_id is None else tracking.find_parent(client, exp_id)
     if parent_id is None:
         spec = spec or _spec_by_name(study, client.tracking_uri)
-        return Chosen(spec, spec.base, f"the base config of {spec.source_path} (the study has not run)",
-                      tracking.experiment_id(client, study))
+        return Chosen(spec, spec.base, f"the base config of {spec.source_path} (the study has not run)", exp_id)
     parent = client.get_run(parent_id)
     spec_text = Path(client.download_artifacts(parent_id, "study.yaml")).read_text(encoding="utf-8")
     spec = parse_spec(spec_text, Path(parent.data.tags.get(tracking.SPEC_PATH, "study.yaml")))
@@ -98,31 +113,36 @@ def ensemble_members(chosen: Chosen, k: int, fingerprint: str, image_size: int =
 
 
 def predict_submission(client: Any, study: str, spec: StudySpec | None, data_path: Path, out: Path,
-                       k: int) -> dict[str, Any]:
-    """Train (or load) the K-member ensemble, predict the file's images, write `id,digit`, register the model."""
+                       k: int, uri: str | None = None) -> dict[str, Any]:
+    """Train (or load) the K-member ensemble, predict the file's images, write the answer, register the model.
+    `client` None: the store does not exist yet (the study has not run); it is created once the data is read."""
     from harness.training import determinism
-    from harness.training.data import load_contest_csv
-    from harness.training.served import DigitEnsemble, submission
+    from harness.training.served import Ensemble
     from harness.training.sources import load_study_data
+    from harness.training.targets import answer, load_target, request_frame, row_format
 
     chosen = chosen_config(client, study, spec)
-    target = load_contest_csv(data_path)  # a bad file is refused before any training
     train = load_study_data(chosen.spec.data)
+    form = row_format(chosen.spec.data, train)
+    target = load_target(data_path, chosen.spec.data, form)  # a bad file is refused before any training
     members = ensemble_members(chosen, k, train.fingerprint, train.images.shape[1])
     key = stable_hash({"members": [m.run_key for m in members], "data": train.fingerprint})
+    client = client or tracking.connect(uri)
+    exp_id = chosen.experiment_id or tracking.experiment_id(client, study)
     determinism.configure_process(chosen.config.determinism, chosen.config.backend)
-    stored = _stored_model(client, chosen.experiment_id, key)
+    stored = None if chosen.experiment_id is None else _stored_model(client, exp_id, key)
     if stored is None:
-        model = DigitEnsemble(members[0].stages[-1].steps, k, _train_members(members, train))
+        model = Ensemble(members[0].stages[-1].steps, k, form, _train_members(members, train))
     else:
         model, model_uri = stored
-    predicted = submission(target, model.probabilities(target))
+    predicted = answer(target, model.probabilities(target), form)
     write_atomic(out, predicted.to_csv(index=False))
+    correct = None if target.labels is None else predicted[form.answer].astype(str).to_numpy() == target.labels
     result = {"study": study, "config_from": chosen.source, "members": k, "reused_models": stored is not None,
               "rows": len(predicted), "out": str(out), "trained_on": len(train.digits), "registered": study,
-              "accuracy": None if target.digits is None else float((predicted["digit"] == target.digits).mean())}
+              "accuracy": None if correct is None else float(correct.mean())}
     if stored is None:
-        model_uri = _log(client, chosen.experiment_id, key, model, target, predicted, out, result)
+        model_uri = _log(client, exp_id, key, model, request_frame(target, form), predicted, out, result)
     return {**result, "model_uri": model_uri}
 
 
@@ -155,7 +175,7 @@ def _stored_model(client: Any, exp_id: str, key: str) -> tuple[Any, str] | None:
     return mlflow.pyfunc.load_model(uri).unwrap_python_model(), uri
 
 
-def _log(client: Any, exp_id: str, key: str, model: Any, target: Any, predicted: Any, out: Path,
+def _log(client: Any, exp_id: str, key: str, model: Any, requests: Any, predicted: Any, out: Path,
          result: dict[str, Any]) -> str:
     """A predict run: the ensemble as one registered pyfunc model, the submission as an artifact; FINISHED only
     once everything is logged (a crash leaves a run the next call does not reuse)."""
@@ -163,11 +183,10 @@ def _log(client: Any, exp_id: str, key: str, model: Any, target: Any, predicted:
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    from harness.training.data import contest_frame
     from harness.training.served import MEMBER
 
     mlflow.set_tracking_uri(client.tracking_uri)
-    rows = contest_frame(target).drop(columns="digit", errors="ignore").head(2)  # what a request sends
+    rows = requests.head(2)  # what a request sends
     with warnings.catch_warnings():  # MLflow's hint that integer columns cannot hold NaN: pixels never are NaN
         warnings.simplefilter("ignore", UserWarning)
         signature = infer_signature(rows, predicted.head(2))

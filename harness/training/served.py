@@ -1,9 +1,10 @@
-"""The model `predict` registers: a seed ensemble behind MLflow's pyfunc interface, contest rows in, digits out.
+"""The model `predict` registers: a seed ensemble behind MLflow's pyfunc interface, raw rows in, class names out.
 
-A served model gets raw rows (`id,letter,0..783`), not the preprocessed arrays its members trained on, so the
-pipeline's steps travel with it and run on every request. The K members' softmax outputs are averaged: one model
-to serve, whatever K is. `mlflow models serve -m models:/STUDY/latest` answers a `dataframe_split` of test rows
-with `id,digit`.
+A served model gets raw rows, not the preprocessed arrays its members trained on, so the pipeline's steps and
+the rows' format travel with it and run on every request: a contest study's `id,letter,0..783` rows answered
+with `id,digit`; an image study's `id`, side inputs and one column per pixel value answered with `id,label`
+(targets.py). The K members' softmax outputs are averaged: one model to serve, whatever K is.
+`mlflow models serve -m models:/STUDY/latest` answers a `dataframe_split` of such rows.
 """
 
 from __future__ import annotations
@@ -17,23 +18,29 @@ import pandas as pd
 
 from harness.study.pipeline import Step
 from harness.training import preprocess
-from harness.training.data import Dataset, contest_dataset, letter_input
+from harness.training.data import SIDE
+from harness.training.sources import DIGIT_CLASSES
+from harness.training.targets import RowFormat, Target, answer, request_target
 
 MEMBER = "member-{}.keras"  # artifact names, one per ensemble member
+# what a model registered before the row format travelled with it reads: contest rows
+CONTEST_ROWS = RowFormat(contest=True, classes=DIGIT_CLASSES, image_shape=(SIDE, SIDE), side={})
 
 
-class DigitEnsemble(mlflow.pyfunc.PythonModel):
-    """Members are Keras models; only their files are logged, the instance holds the steps and the member count."""
+class Ensemble(mlflow.pyfunc.PythonModel):
+    """Members are Keras models; only their files are logged, the instance holds the steps, the member count and
+    the row format."""
 
-    def __init__(self, steps: Sequence[Step], n_members: int, members: Sequence[Any] = ()):
-        self.steps, self.n_members = tuple(steps), n_members
+    def __init__(self, steps: Sequence[Step], n_members: int, form: RowFormat, members: Sequence[Any] = ()):
+        self.steps, self.n_members, self.form = tuple(steps), n_members, form
         self.members = list(members)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"steps": self.steps, "n_members": self.n_members}  # members travel as artifacts, not in the pickle
+    def __getstate__(self) -> dict[str, Any]:  # members travel as artifacts, not in the pickle
+        return {"steps": self.steps, "n_members": self.n_members, "form": self.form}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.steps, self.n_members, self.members = state["steps"], state["n_members"], []
+        self.form = state.get("form", CONTEST_ROWS)
 
     def load_context(self, context: Any) -> None:
         import keras
@@ -41,22 +48,20 @@ class DigitEnsemble(mlflow.pyfunc.PythonModel):
         self.members = [keras.saving.load_model(context.artifacts[MEMBER.format(i)], compile=False)
                         for i in range(self.n_members)]
 
-    def probabilities(self, dataset: Dataset) -> np.ndarray:
-        """Mean softmax of the members over the dataset's images (N × classes, float64)."""
+    def probabilities(self, target: Target) -> np.ndarray:
+        """Mean softmax of the members over the target's images (N × classes, float64)."""
         from scipy.special import softmax
 
         from harness.training.user_model import model_inputs
 
-        images = preprocess.apply_pipeline(dataset.images, self.steps)
-        x = model_inputs(self.members[0], images, {"letter": letter_input(dataset)})  # a user model may take the letter
+        images = preprocess.apply_pipeline(target.images, self.steps)
+        x = model_inputs(self.members[0], images, target.side)  # a user model may take side inputs
         logits = [member.predict(x, batch_size=512, verbose=0).astype(np.float64) for member in self.members]
         return np.mean([softmax(z, axis=1) for z in logits], axis=0)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        dataset = contest_dataset(model_input, "request")
-        return submission(dataset, self.probabilities(dataset))
+        target = request_target(model_input, self.form)
+        return answer(target, self.probabilities(target), self.form)
 
 
-def submission(dataset: Dataset, probabilities: np.ndarray) -> pd.DataFrame:
-    """The contest's submission format: `id,digit`."""
-    return pd.DataFrame({"id": dataset.ids, "digit": probabilities.argmax(axis=1).astype(np.int64)})
+DigitEnsemble = Ensemble  # the name models registered before image studies could predict were pickled under

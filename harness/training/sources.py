@@ -29,6 +29,8 @@ class StudyData:
     fingerprint: str
     side: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, 1) array
     classes: tuple[str, ...] = DIGIT_CLASSES  # class index -> name
+    # a categorical side input's values in code order (predict codes its file by them); numeric ones are absent
+    side_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
@@ -74,7 +76,13 @@ def bundled_digits(config: DataConfig) -> StudyData:
 
 def user_data(images: np.ndarray, codes: np.ndarray, classes: tuple[str, ...],
               side: dict[str, np.ndarray]) -> StudyData:
-    """StudyData with a content fingerprint over images, labels, class names and side inputs."""
+    """StudyData with a content fingerprint over images, labels, class names and side inputs (`side`: each
+    column as read, coded here as a model gets it)."""
+    from harness.training.image_files import code_side
+
+    coded = {name: code_side(values) for name, values in side.items()}
+    side = {name: array for name, (array, _) in coded.items()}
+    categories = {name: found for name, (_, found) in coded.items() if found is not None}
     digest = hashlib.sha256(f"user-data-v1 {images.shape} {classes!r};".encode())
     digest.update(np.ascontiguousarray(images).tobytes())
     digest.update(np.ascontiguousarray(codes, dtype="<i8").tobytes())
@@ -84,7 +92,7 @@ def user_data(images: np.ndarray, codes: np.ndarray, classes: tuple[str, ...],
     for array in (images, codes, *side.values()):
         array.setflags(write=False)
     ids = np.arange(len(images), dtype=np.int64)
-    return StudyData(ids, codes, images, digest.hexdigest()[:16], side, classes)
+    return StudyData(ids, codes, images, digest.hexdigest()[:16], side, classes, categories)
 
 
 def _contest_format(config: DataConfig) -> StudyData:
