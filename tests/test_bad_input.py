@@ -57,3 +57,48 @@ def test_reading_an_unknown_study_creates_no_store(argv, tmp_path, monkeypatch, 
     err = one_line_exit_2(argv, capsys)
     assert "nothing has run here yet" in err
     assert list(tmp_path.iterdir()) == []  # no mlruns/, no mlflow.db, no optuna.db
+
+
+# ---------------------------------------------------------------- user models: refused before anything trains
+
+BUILDER_SPEC = ("name: u\nrepeats: 1\nbase:\n  model: {{builder: {ref}}}\n"
+                "  stages: {{train: {{pipeline: [], epochs: 1}}}}\n")
+
+
+def builder_study(tmp_path, monkeypatch, source: str, function: str = "build") -> None:
+    """A study whose builder file is `source` (the keras-free ones build in a child without the 10-s Keras import)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.py").write_text(source)
+    (tmp_path / "s.yaml").write_text(BUILDER_SPEC.format(ref=f"net.py:{function}"))
+
+
+@pytest.mark.parametrize("source, function, expected", [
+    ("def build(:\n", "build", "cannot import: SyntaxError: invalid syntax (net.py, line 1)"),
+    ("import os\nimport no_such_module_for_harness.layers\n", "build",
+     "cannot import: ModuleNotFoundError: No module named 'no_such_module_for_harness' (net.py, line 2)"),
+    ("import keras\n\ndef build(input_shape, n_classes, args, seeds):\n    pass\n", "biuld",
+     "no function 'biuld' in"),
+])
+def test_a_builder_file_that_cannot_import_is_refused_without_building(source, function, expected, tmp_path,
+                                                                       monkeypatch, capsys):
+    """Read, not run: no build process starts (it imports Keras first, 14-32 s for a typo)."""
+    import concurrent.futures
+
+    builder_study(tmp_path, monkeypatch, source, function)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", lambda *a, **k: pytest.fail("a build started"))
+    err = one_line_exit_2(["preview", "s.yaml"], capsys)
+    assert expected in err and f"{tmp_path / 'net.py'}:{function}" in err
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("    raise SystemExit(3)\n", "calls exit(3) instead of returning a model"),
+    ("    os._exit(1)\n", "its build ended the process (os._exit, a signal or a crash)"),
+])
+def test_a_builder_that_exits_is_one_line_exit_2(body, expected, tmp_path, monkeypatch, capsys):
+    """SystemExit ended the command with the builder's status and no message; os._exit broke the process pool
+    with a 26-line traceback."""
+    builder_study(tmp_path, monkeypatch, "import os\n\n\ndef build(input_shape, n_classes, args, seeds):\n" + body)
+    err = one_line_exit_2(["preview", "s.yaml"], capsys)
+    assert f"model.builder {tmp_path / 'net.py'}:build: {expected}" in err
+    assert not (tmp_path / "reports").exists()
