@@ -102,3 +102,43 @@ def test_a_builder_that_exits_is_one_line_exit_2(body, expected, tmp_path, monke
     err = one_line_exit_2(["preview", "s.yaml"], capsys)
     assert f"model.builder {tmp_path / 'net.py'}:build: {expected}" in err
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_corrupt_png_is_our_line_only(tmp_path, monkeypatch, capfd):
+    """OpenCV and libpng printed their own warning lines (native stderr) before ours; the path was said twice."""
+    monkeypatch.chdir(tmp_path)
+    pixels = np.zeros((8, 8), np.uint8)
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for index in range(3):
+            cv2_write(tmp_path / "images" / label / f"{index}.png", pixels + 40 * index)
+    broken = tmp_path / "images/a/0.png"
+    broken.write_bytes(broken.read_bytes()[:20])
+    (tmp_path / "s.yaml").write_text("name: s\ndata: {source: folder, path: images}\n")
+    assert main(["preview", "s.yaml"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err == f"error: {broken}: not a readable image; allowed: PNG or JPG files"
+
+
+def cv2_write(path, image) -> None:
+    import cv2
+
+    assert cv2.imwrite(str(path), image)
+
+
+def test_one_label_is_printed_plainly(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "d.npz", images=np.zeros((30, 8, 8), np.uint8), labels=np.array(["0"] * 30))
+    (tmp_path / "s.yaml").write_text("name: s\ndata: {source: npz, path: d.npz, images: images, labels: labels}\n")
+    err = one_line_exit_2(["preview", "s.yaml"], capsys)
+    assert "every image has label '0'; allowed: at least 2 classes" in err and "np.str_" not in err
+
+
+@pytest.mark.parametrize("base, expected", [
+    ("{stages: {train: {pipeline: nope}}}", "stages.train.pipeline: unknown pipeline 'nope'"),
+    ("{stage_order: [c]}", "stage_order: unknown stage 'c'"),
+])
+def test_a_stage_or_pipeline_reference_names_the_spec_file(base, expected, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(f"name: s\nbase: {base}\n")
+    assert one_line_exit_2(["preview", "s.yaml"], capsys).startswith(f"error: s.yaml: {expected}")

@@ -149,7 +149,19 @@ def plan_runs(spec: StudySpec, data_fingerprint: str, image_size: int = 28,
 
     `environments` (backend → `env.kernel_environment`) enter the run keys: `harness run` passes this machine's,
     a worker the ones the study was enqueued with (so it trains those runs, and records its own environment).
+    A spec error found here (a stage, pipeline or factor reference) names the spec file, as a parse error does.
     """
+    try:
+        return _plan(spec, data_fingerprint, image_size, environments)
+    except SpecError as err:
+        where = spec.source_path
+        if where is None or str(err).startswith(str(where)):
+            raise
+        raise SpecError(f"{where}: {err}") from None
+
+
+def _plan(spec: StudySpec, data_fingerprint: str, image_size: int,
+          environments: dict[str, dict[str, str]] | None) -> list[PlannedRun]:
     runs = []
     for labels, config in _design_configs(spec):
         stages = resolve_stages(config, image_size)
