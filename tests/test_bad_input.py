@@ -134,11 +134,14 @@ def test_one_label_is_printed_plainly(tmp_path, monkeypatch, capsys):
     assert "every image has label '0'; allowed: at least 2 classes" in err and "np.str_" not in err
 
 
-@pytest.mark.parametrize("base, expected", [
-    ("{stages: {train: {pipeline: nope}}}", "stages.train.pipeline: unknown pipeline 'nope'"),
-    ("{stage_order: [c]}", "stage_order: unknown stage 'c'"),
+@pytest.mark.parametrize("command, section, expected", [
+    ("preview", "base: {stages: {train: {pipeline: nope}}}", "stages.train.pipeline: unknown pipeline 'nope'"),
+    ("preview", "base: {stage_order: [c]}", "stage_order: unknown stage 'c'"),
+    ("tune", "search: {space: {stages.train.pipeline: {type: categorical, choices: [[], nope]}}}",
+     "stages.train.pipeline: unknown pipeline 'nope'"),
 ])
-def test_a_stage_or_pipeline_reference_names_the_spec_file(base, expected, tmp_path, monkeypatch, capsys):
+def test_a_stage_or_pipeline_reference_names_the_spec_file(command, section, expected, tmp_path, monkeypatch,
+                                                           capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "s.yaml").write_text(f"name: s\nbase: {base}\n")
-    assert one_line_exit_2(["preview", "s.yaml"], capsys).startswith(f"error: s.yaml: {expected}")
+    (tmp_path / "s.yaml").write_text(f"name: s\n{section}\n")
+    assert one_line_exit_2([command, "s.yaml"], capsys).startswith(f"error: s.yaml: {expected}")

@@ -154,10 +154,13 @@ def plan_runs(spec: StudySpec, data_fingerprint: str, image_size: int = 28,
     try:
         return _plan(spec, data_fingerprint, image_size, environments)
     except SpecError as err:
-        where = spec.source_path
-        if where is None or str(err).startswith(str(where)):
-            raise
-        raise SpecError(f"{where}: {err}") from None
+        raise in_spec_file(spec, err) from None
+
+
+def in_spec_file(spec: StudySpec, err: SpecError) -> SpecError:
+    """The error with the spec file in front, as a parse error has it (unless it names the file already)."""
+    where = spec.source_path
+    return err if where is None or str(err).startswith(str(where)) else SpecError(f"{where}: {err}")
 
 
 def _plan(spec: StudySpec, data_fingerprint: str, image_size: int,
