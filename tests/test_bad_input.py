@@ -143,5 +143,5 @@ def test_one_label_is_printed_plainly(tmp_path, monkeypatch, capsys):
 def test_a_stage_or_pipeline_reference_names_the_spec_file(command, section, expected, tmp_path, monkeypatch,
                                                            capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "s.yaml").write_text(f"name: s\n{section}\n")
+    (tmp_path / "s.yaml").write_text(f"name: s\ndata: {{n: 60}}\n{section}\n")  # 60 images: a fast load
     assert one_line_exit_2([command, "s.yaml"], capsys).startswith(f"error: s.yaml: {expected}")
