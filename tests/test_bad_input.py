@@ -145,3 +145,13 @@ def test_a_stage_or_pipeline_reference_names_the_spec_file(command, section, exp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.yaml").write_text(f"name: s\ndata: {{n: 60}}\n{section}\n")  # 60 images: a fast load
     assert one_line_exit_2([command, "s.yaml"], capsys).startswith(f"error: s.yaml: {expected}")
+
+
+def test_the_builder_check_builds_at_the_size_training_feeds(tmp_path, monkeypatch, capsys):
+    """The check passed the data's size; training passes the first stage's (after upscale): a builder that reads
+    `input_shape` was checked at a size it never trains at, and the new input-shape check would refuse wrongly."""
+    builder_study(tmp_path, monkeypatch, "def build(input_shape, n_classes, args, seeds):\n"
+                                         "    raise ValueError(f'built at {input_shape}')\n")
+    spec = (tmp_path / "s.yaml").read_text().replace("pipeline: []", "pipeline: [{upscale: {factor: 2}}]")
+    (tmp_path / "s.yaml").write_text(spec.replace("repeats: 1\n", "repeats: 1\ndata: {n: 200}\n"))
+    assert "failed: ValueError: built at (56, 56, 1)" in one_line_exit_2(["preview", "s.yaml"], capsys)

@@ -165,13 +165,11 @@ def check_shapes(model: Any, input_shape: tuple[int, ...], n_classes: int, ref: 
 
     Keras accepts a model that ignores `input_shape` or keeps the spatial axes, and training then fails on the
     first batch, after the store has a FAILED run: both are refused here, before anything trains."""
-    expected = (None, *input_shape)
     image = image_input_shape(model)
-    if image is not None and (len(image) != len(expected)
-                              or any(a is not None and a != b for a, b in zip(image[1:], input_shape, strict=True))):
+    if image is not None and not takes(image, input_shape):
         raise SpecError(f"model.builder {ref}: its image input takes {shape_text(image)} but the images are "
-                        f"{shape_text(expected)}; allowed: an input of shape `input_shape`, the builder's first "
-                        "argument")
+                        f"{shape_text((None, *input_shape))}; allowed: an input of shape `input_shape`, the "
+                        "builder's first argument")
     output = output_shape(model, input_shape, ref)
     if len(output) != 2:
         raise SpecError(f"model.builder {ref}: outputs {shape_text(output)}; allowed: {shape_text((None, n_classes))}"
@@ -179,6 +177,14 @@ def check_shapes(model: Any, input_shape: tuple[int, ...], n_classes: int, ref: 
     if output[-1] != n_classes:
         raise SpecError(f"model.builder {ref}: outputs {output[-1]} values per image; the data has {n_classes} "
                         f"classes, so allowed: {n_classes} logits")
+
+
+def takes(image: tuple[Any, ...], input_shape: tuple[int, ...]) -> bool:
+    """Whether an input of shape `image` (batch axis first) takes these images; None matches any size. Keras adds or
+    drops a trailing axis of 1, so a grayscale model may take (S, S) as well as (S, S, 1)."""
+    allowed = [tuple(input_shape), *([tuple(input_shape[:-1])] if input_shape[-1] == 1 else [])]
+    return any(len(image) == len(shape) + 1 and all(a is None or a == b for a, b in zip(image[1:], shape, strict=True))
+               for shape in allowed)
 
 
 def image_input_shape(model: Any) -> tuple[Any, ...] | None:

@@ -63,6 +63,11 @@ def fixed_size(input_shape, n_classes, args, seeds):
     return keras.Model(image, layers.Dense(n_classes)(layers.Flatten()(image)))
 
 
+def no_channel_axis(input_shape, n_classes, args, seeds):
+    image = keras.Input(shape=input_shape[:2], name="image")  # Keras adds the grayscale axis of 1 itself
+    return keras.Model(image, layers.Dense(n_classes, kernel_initializer=seeds.initializer())(layers.Flatten()(image)))
+
+
 def sequential_per_pixel(input_shape, n_classes, args, seeds):
     return keras.Sequential([layers.Conv2D(n_classes, 3, padding="same")])
 
@@ -117,6 +122,7 @@ def test_a_builder_with_a_side_input_trains_on_the_letter(nets, tmp_path):
 def test_check_builds_each_model_and_warns_when_seeds_are_ignored(nets):
     seeds = {"init": 0, "dropout": 0, "augment": 0}
     assert check_builders([config(nets, "with_letter")], (28, 28, 1), 10, ["letter"], seeds) == []
+    assert check_builders([config(nets, "no_channel_axis")], (28, 28, 1), 10, [], seeds) == []
     (warning,) = check_builders([config(nets, "unseeded")], (28, 28, 1), 10, [], seeds)
     assert warning.startswith("warning: model.builder") and "differ" in warning
 
