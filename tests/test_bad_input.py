@@ -92,3 +92,99 @@ def test_storage_in_a_missing_folder_is_refused_not_created(tmp_path, monkeypatc
     assert sorted(path.name for path in tmp_path.iterdir()) == ["s.yaml"]
     probe_storage(f"sqlite:///{tmp_path}/mlruns/q.db")  # the default store's folder is made when missing
     assert sorted(path.name for path in tmp_path.iterdir()) == ["s.yaml"]  # by the training, not the probe
+# ---------------------------------------------------------------- user models: refused before anything trains
+
+BUILDER_SPEC = ("name: u\nrepeats: 1\nbase:\n  model: {{builder: {ref}}}\n"
+                "  stages: {{train: {{pipeline: [], epochs: 1}}}}\n")
+
+
+def builder_study(tmp_path, monkeypatch, source: str, function: str = "build") -> None:
+    """A study whose builder file is `source` (the keras-free ones build in a child without the 10-s Keras import)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.py").write_text(source)
+    (tmp_path / "s.yaml").write_text(BUILDER_SPEC.format(ref=f"net.py:{function}"))
+
+
+@pytest.mark.parametrize("source, function, expected", [
+    ("def build(:\n", "build", "cannot import: SyntaxError: invalid syntax (net.py, line 1)"),
+    ("import os\nimport no_such_module_for_harness.layers\n", "build",
+     "cannot import: ModuleNotFoundError: No module named 'no_such_module_for_harness' (net.py, line 2)"),
+    ("import keras\n\ndef build(input_shape, n_classes, args, seeds):\n    pass\n", "biuld",
+     "no function 'biuld' in"),
+])
+def test_a_builder_file_that_cannot_import_is_refused_without_building(source, function, expected, tmp_path,
+                                                                       monkeypatch, capsys):
+    """Read, not run: no build process starts (it imports Keras first, 14-32 s for a typo)."""
+    import concurrent.futures
+
+    builder_study(tmp_path, monkeypatch, source, function)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", lambda *a, **k: pytest.fail("a build started"))
+    err = one_line_exit_2(["preview", "s.yaml"], capsys)
+    assert expected in err and f"{tmp_path / 'net.py'}:{function}" in err
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("    raise SystemExit(3)\n", "calls exit(3) instead of returning a model"),
+    ("    os._exit(1)\n", "its build ended the process (os._exit, a signal or a crash)"),
+])
+def test_a_builder_that_exits_is_one_line_exit_2(body, expected, tmp_path, monkeypatch, capsys):
+    """SystemExit ended the command with the builder's status and no message; os._exit broke the process pool
+    with a 26-line traceback."""
+    builder_study(tmp_path, monkeypatch, "import os\n\n\ndef build(input_shape, n_classes, args, seeds):\n" + body)
+    err = one_line_exit_2(["preview", "s.yaml"], capsys)
+    assert f"model.builder {tmp_path / 'net.py'}:build: {expected}" in err
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_corrupt_png_is_our_line_only(tmp_path, monkeypatch, capfd):
+    """OpenCV and libpng printed their own warning lines (native stderr) before ours; the path was said twice."""
+    monkeypatch.chdir(tmp_path)
+    pixels = np.zeros((8, 8), np.uint8)
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for index in range(3):
+            cv2_write(tmp_path / "images" / label / f"{index}.png", pixels + 40 * index)
+    broken = tmp_path / "images/a/0.png"
+    broken.write_bytes(broken.read_bytes()[:20])
+    (tmp_path / "s.yaml").write_text("name: s\ndata: {source: folder, path: images}\n")
+    assert main(["preview", "s.yaml"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err == f"error: {broken}: not a readable image; allowed: PNG or JPG files"
+
+
+def cv2_write(path, image) -> None:
+    import cv2
+
+    assert cv2.imwrite(str(path), image)
+
+
+def test_one_label_is_printed_plainly(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "d.npz", images=np.zeros((30, 8, 8), np.uint8), labels=np.array(["0"] * 30))
+    (tmp_path / "s.yaml").write_text("name: s\ndata: {source: npz, path: d.npz, images: images, labels: labels}\n")
+    err = one_line_exit_2(["preview", "s.yaml"], capsys)
+    assert "every image has label '0'; allowed: at least 2 classes" in err and "np.str_" not in err
+
+
+@pytest.mark.parametrize("command, section, expected", [
+    ("preview", "base: {stages: {train: {pipeline: nope}}}", "stages.train.pipeline: unknown pipeline 'nope'"),
+    ("preview", "base: {stage_order: [c]}", "stage_order: unknown stage 'c'"),
+    ("tune", "search: {space: {stages.train.pipeline: {type: categorical, choices: [[], nope]}}}",
+     "stages.train.pipeline: unknown pipeline 'nope'"),
+])
+def test_a_stage_or_pipeline_reference_names_the_spec_file(command, section, expected, tmp_path, monkeypatch,
+                                                           capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(f"name: s\ndata: {{n: 60}}\n{section}\n")  # 60 images: a fast load
+    assert one_line_exit_2([command, "s.yaml"], capsys).startswith(f"error: s.yaml: {expected}")
+
+
+def test_the_builder_check_builds_at_the_size_training_feeds(tmp_path, monkeypatch, capsys):
+    """The check passed the data's size; training passes the first stage's (after upscale): a builder that reads
+    `input_shape` was checked at a size it never trains at, and the new input-shape check would refuse wrongly."""
+    builder_study(tmp_path, monkeypatch, "def build(input_shape, n_classes, args, seeds):\n"
+                                         "    raise ValueError(f'built at {input_shape}')\n")
+    spec = (tmp_path / "s.yaml").read_text().replace("pipeline: []", "pipeline: [{upscale: {factor: 2}}]")
+    (tmp_path / "s.yaml").write_text(spec.replace("repeats: 1\n", "repeats: 1\ndata: {n: 200}\n"))
+    assert "failed: ValueError: built at (56, 56, 1)" in one_line_exit_2(["preview", "s.yaml"], capsys)

@@ -98,11 +98,13 @@ def user_model_findings(spec: Any) -> tuple[list[str], list[str]]:
     """A study's user models, built twice with the same seeds: (problems, warnings). Builders that ignore `seeds`
     are warned about here, before a long study whose replicates would then differ for reasons no seed explains."""
     from harness.errors import HarnessError
+    from harness.study.builders import check_sources
     from harness.study.design import plan_runs
     from harness.training.sources import load_study_data
     from harness.training.user_model import check_builders
 
     try:
+        check_sources(spec)  # a file that cannot import answers before Keras loads
         data = load_study_data(spec.data)
         runs = plan_runs(spec, data.fingerprint, data.images.shape[1])
         models = list({run.config.model.model_dump_json(): run.config.model for run in runs

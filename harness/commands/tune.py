@@ -15,12 +15,16 @@ from harness.commands.common import open_training
 
 
 def tune(args: argparse.Namespace) -> int:
+    from harness.errors import SpecError
+    from harness.execution import search
+    from harness.study.design import in_spec_file
     from harness.study.spec import load_spec
 
     spec = load_spec(args.spec)
-    from harness.execution import search
-
-    search.check_search(spec)
+    try:
+        search.check_search(spec)
+    except SpecError as err:  # a search.space key or choice the base cannot take: name the spec, as parsing does
+        raise in_spec_file(spec, err) from None
     study, client, storage, count = open_training(spec, args)
     out = args.out or Path("reports") / spec.name
     result = search.tune(study, client, storage, count, not args.no_progress)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness import tracking
-from harness.errors import DataError, HarnessError
+from harness.errors import DataError, HarnessError, SpecError
+from harness.study.builders import check_sources
 from harness.study.design import PlannedRun, plan_runs
 from harness.study.pipeline import pipeline_key
 from harness.study.spec import StudySpec
@@ -38,29 +39,53 @@ def prepare(spec: StudySpec) -> Study:
     from harness import env
     from harness.study.design import study_backends
 
+    check_sources(spec)  # before the data loads: a typo in a builder file answers at once
     study_data = load_study_data(spec.data)
     environments = {backend: env.kernel_environment(backend) for backend in study_backends(spec)}
     runs = plan_runs(spec, study_data.fingerprint, study_data.images.shape[1], environments)
     check_splits(runs, study_data.digits, spec)
-    check_user_models([run.config.model for run in runs], study_data, runs[0].seeds if runs else {})
+    check_user_models(runs, study_data)
     return Study(spec, study_data, runs, environments)
 
 
-def check_user_models(models: list, data: StudyData, seeds: dict[str, int]) -> None:
-    """Build each distinct user model once in a child process (Keras stays out of this one) before anything is
-    stored: a builder that fails to import, raises or returns no model is a one-line error here."""
-    from concurrent.futures import ProcessPoolExecutor
+def check_user_models(runs: list[PlannedRun], data: StudyData) -> None:
+    """Check each distinct user model before anything is stored: a one-line SpecError for a builder that cannot be
+    imported, raises, exits, kills its process, or returns no model or one of the wrong shape.
 
+    The file is read first, here (syntax, missing imports, the builder's name: no Keras, instant). Then each model is
+    built at the shape its first stage feeds it, in a child so that Keras stays out of this process: forked from the
+    process server when this command started one (Keras already imported there, while the data loaded), else
+    spawned. One build at a time, so a builder that ends its process is named."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from harness.execution.fork_server import PRELOAD_BACKEND, PROCESS_START
+    from harness.study.pipeline import output_size
     from harness.training.user_model import check_builders, quiet_stderr
 
-    distinct = list({model.model_dump_json(): model for model in models if model.builder}.values())
+    distinct: dict[tuple[str, tuple[int, ...]], PlannedRun] = {}
+    for run in runs:
+        if run.config.model.builder:
+            height, width, channels = data.input_shape
+            steps = run.stages[0].steps
+            shape = (output_size(steps, height), output_size(steps, width), channels)
+            distinct.setdefault((run.config.model.model_dump_json(), shape), run)
     if not distinct:
         return
-    side_names = sorted(data.side)
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=quiet_stderr) as pool:
-        future = pool.submit(check_builders, distinct, data.input_shape, data.n_classes, side_names, seeds)
-        for warning in future.result():
-            print(warning, file=sys.stderr)
+    warnings: list[str] = []
+    context = mp.get_context(PROCESS_START if PRELOAD_BACKEND in os.environ else "spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=quiet_stderr) as pool:
+        for (_, shape), run in distinct.items():
+            future = pool.submit(check_builders, [run.config.model], shape, data.n_classes, sorted(data.side),
+                                 run.seeds)
+            try:
+                warnings += future.result()
+            except BrokenProcessPool:
+                raise SpecError(f"model.builder {run.config.model.builder}: its build ended the process (os._exit, "
+                                "a signal or a crash) instead of returning a model; allowed: a builder that "
+                                "returns a keras.Model or raises an exception") from None
+    for warning in dict.fromkeys(warnings):
+        print(warning, file=sys.stderr)
 
 
 def check_splits(runs: list[PlannedRun], digits: np.ndarray, spec: StudySpec) -> None:

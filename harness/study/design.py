@@ -144,7 +144,22 @@ def plan_runs(spec: StudySpec, data_fingerprint: str, image_size: int = 28,
 
     `environments` (backend → `env.kernel_environment`) enter the run keys: `harness run` passes this machine's,
     a worker the ones the study was enqueued with (so it trains those runs, and records its own environment).
+    A spec error found here (a stage, pipeline or factor reference) names the spec file, as a parse error does.
     """
+    try:
+        return _plan(spec, data_fingerprint, image_size, environments)
+    except SpecError as err:
+        raise in_spec_file(spec, err) from None
+
+
+def in_spec_file(spec: StudySpec, err: SpecError) -> SpecError:
+    """The error with the spec file in front, as a parse error has it (unless it names the file already)."""
+    where = spec.source_path
+    return err if where is None or str(err).startswith(str(where)) else SpecError(f"{where}: {err}")
+
+
+def _plan(spec: StudySpec, data_fingerprint: str, image_size: int,
+          environments: dict[str, dict[str, str]] | None) -> list[PlannedRun]:
     runs = []
     for labels, config in _design_configs(spec):
         stages = resolve_stages(config, image_size)

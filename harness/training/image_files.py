@@ -24,17 +24,25 @@ Loaded = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
 
 
 def read_image(path: Path, config: DataConfig, where: str) -> np.ndarray:
-    """One PNG/JPG as uint8 (H, W) grayscale or (H, W, 3) RGB, resized when the spec names a size."""
+    """One PNG/JPG as uint8 (H, W) grayscale or (H, W, 3) RGB, resized when the spec names a size.
+
+    `where` names the image for the error (its path, or the csv row that names it). A corrupt file makes OpenCV
+    and libpng print their own lines on the native stderr before returning None; those are silenced, so the error
+    stays one line."""
     import cv2
 
+    from harness.env import native_stderr_silenced
+
+    named = where if where == str(path) else f"{where}: {path}"
     try:
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
-        raise DataError(f"{where}: cannot read {path}: {err.strerror}") from None
+        raise DataError(f"{named}: cannot read: {err.strerror}") from None
     flag = cv2.IMREAD_COLOR if config.color == "rgb" else cv2.IMREAD_GRAYSCALE
-    image = cv2.imdecode(raw, flag) if raw.size else None
+    with native_stderr_silenced():
+        image = cv2.imdecode(raw, flag) if raw.size else None
     if image is None:
-        raise DataError(f"{where}: {path} is not a readable image; allowed: PNG or JPG files")
+        raise DataError(f"{named}: not a readable image; allowed: PNG or JPG files")
     if config.color == "rgb":
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return resize(image, config)

@@ -58,7 +58,7 @@ def load_study_data(config: DataConfig) -> StudyData:
     images, labels, side = loaders[config.source](config)
     classes, codes = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
-        raise DataError(f"{config.path}: every image has label {classes[0]!r}; allowed: at least 2 classes")
+        raise DataError(f"{config.path}: every image has label '{classes[0]}'; allowed: at least 2 classes")
     return user_data(images, codes.astype(np.int64), tuple(str(c) for c in classes), side)
 
 

@@ -68,9 +68,11 @@ def load_builder(ref: str) -> Callable[..., Any]:
             spec.loader.exec_module(module)
         else:
             module = importlib.import_module(target)
+    except SystemExit as err:  # an exit while importing: the check would end with the builder's own status
+        raise SpecError(f"{where}: cannot import: the file calls exit({err.code!r}); allowed: a module that "
+                        "defines the builder") from None
     except Exception as err:  # the user's file: any error while importing it is bad input
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise SpecError(f"{where}: cannot import: {type(err).__name__}: {message}") from None
+        raise SpecError(f"{where}: cannot import: {type(err).__name__}: {first_line(err)}") from None
     builder = getattr(module, function, None)
     if not callable(builder):
         defined = ", ".join(n for n in sorted(vars(module)) if callable(vars(module)[n]) and not n.startswith("_"))
@@ -79,19 +81,26 @@ def load_builder(ref: str) -> Callable[..., Any]:
 
 
 def build_user_model(config: Any, input_shape: tuple[int, ...], n_classes: int, seeds: dict[str, int]) -> Any:
-    """Call the builder; a SpecError (one line) when it raises or returns something that is not a Keras model."""
-    import keras
-
+    """Call the builder; a SpecError (one line) when it raises, exits or returns something that is not a Keras
+    model. Keras is imported only after the builder returns (its file imports it anyway), so a check answers a
+    failing builder in the time of its own imports and build."""
     builder = load_builder(config.builder)
     where = f"model.builder {config.builder}"
     try:
         model = builder(tuple(input_shape), n_classes, dict(config.args), Seeds(seeds))
+    except SystemExit as err:  # sys.exit() in a builder must not end the command with the builder's status
+        raise SpecError(f"{where}: calls exit({err.code!r}) instead of returning a model; allowed: return a "
+                        "keras.Model, or raise an exception") from None
     except Exception as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise SpecError(f"{where}: failed: {type(err).__name__}: {message}") from None
-    if not isinstance(model, keras.Model):
+        raise SpecError(f"{where}: failed: {type(err).__name__}: {first_line(err)}") from None
+    if "keras" not in sys.modules or not isinstance(model, sys.modules["keras"].Model):
         raise SpecError(f"{where}: returned {type(model).__name__}; allowed: a Keras 3 model (keras.Model)")
     return model
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def input_names(model: Any) -> list[str]:
@@ -142,12 +151,67 @@ def check_builders(models: list[Any], input_shape: tuple[int, ...], n_classes: i
     for config in models:
         first = build_user_model(config, input_shape, n_classes, seeds)
         check_inputs(first, side_names, config.builder)
-        outputs = first.outputs[0].shape if getattr(first, "outputs", None) else None
-        if outputs is not None and outputs[-1] != n_classes:
-            raise SpecError(f"model.builder {config.builder}: outputs {outputs[-1]} values per image; the data has "
-                            f"{n_classes} classes, so allowed: {n_classes} logits")
-        second = build_user_model(config, input_shape, n_classes, seeds).get_weights()
-        if any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), second, strict=True)):
+        check_shapes(first, input_shape, n_classes, config.builder)
+        second = build_user_model(config, input_shape, n_classes, seeds)
+        output_shape(second, input_shape, config.builder)  # builds a model defined without an Input, as the first
+        if any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights(), strict=True)):
             warnings.append(f"warning: model.builder {config.builder}: two builds with the same seeds differ; pass "
                             "seeds.initializer()/seeds.dropout() to its layers, or its runs will not repeat")
     return warnings
+
+
+def check_shapes(model: Any, input_shape: tuple[int, ...], n_classes: int, ref: str) -> None:
+    """The model must take the images as training feeds them and answer one logit per class per image.
+
+    Keras accepts a model that ignores `input_shape` or keeps the spatial axes, and training then fails on the
+    first batch, after the store has a FAILED run: both are refused here, before anything trains."""
+    image = image_input_shape(model)
+    if image is not None and not takes(image, input_shape):
+        raise SpecError(f"model.builder {ref}: its image input takes {shape_text(image)} but the images are "
+                        f"{shape_text((None, *input_shape))}; allowed: an input of shape `input_shape`, the "
+                        "builder's first argument")
+    output = output_shape(model, input_shape, ref)
+    if len(output) != 2:
+        raise SpecError(f"model.builder {ref}: outputs {shape_text(output)}; allowed: {shape_text((None, n_classes))}"
+                        ", one logit per class for each image (flatten or pool before the last layer)")
+    if output[-1] != n_classes:
+        raise SpecError(f"model.builder {ref}: outputs {output[-1]} values per image; the data has {n_classes} "
+                        f"classes, so allowed: {n_classes} logits")
+
+
+def takes(image: tuple[Any, ...], input_shape: tuple[int, ...]) -> bool:
+    """Whether an input of shape `image` (batch axis first) takes these images; None matches any size. Keras adds or
+    drops a trailing axis of 1, so a grayscale model may take (S, S) as well as (S, S, 1)."""
+    allowed = [tuple(input_shape), *([tuple(input_shape[:-1])] if input_shape[-1] == 1 else [])]
+    return any(len(image) == len(shape) + 1 and all(a is None or a == b for a, b in zip(image[1:], shape, strict=True))
+               for shape in allowed)
+
+
+def image_input_shape(model: Any) -> tuple[Any, ...] | None:
+    """The shape of the input that gets the images, or None for a model not yet built (no inputs yet)."""
+    try:
+        inputs = list(model.inputs)
+    except (AttributeError, ValueError):
+        return None
+    named = [tensor for tensor in inputs if tensor.name == IMAGE_INPUT]
+    image = named[0] if named else inputs[0] if len(inputs) == 1 else None
+    return None if image is None else tuple(image.shape)
+
+
+def output_shape(model: Any, input_shape: tuple[int, ...], ref: str) -> tuple[Any, ...]:
+    """The first output's shape: declared by a functional model, else from calling the model on a zero batch."""
+    try:
+        return tuple(model.outputs[0].shape)
+    except (AttributeError, ValueError, IndexError, TypeError):
+        pass
+    try:
+        output = model(np.zeros((1, *input_shape), np.float32))
+    except Exception as err:
+        raise SpecError(f"model.builder {ref}: fails on a batch of shape {shape_text((1, *input_shape))}: "
+                        f"{type(err).__name__}: {first_line(err)}") from None
+    output = output[0] if isinstance(output, list | tuple) else output
+    return (None, *tuple(output.shape)[1:])
+
+
+def shape_text(shape: tuple[Any, ...]) -> str:
+    return "(" + ", ".join("None" if size is None else str(int(size)) for size in shape) + ")"

@@ -51,6 +51,29 @@ def returns_none(input_shape, n_classes, args, seeds):
 
 def raises(input_shape, n_classes, args, seeds):
     return {}["width"]
+
+
+def per_pixel(input_shape, n_classes, args, seeds):
+    image = keras.Input(shape=input_shape, name="image")
+    return keras.Model(image, layers.Conv2D(n_classes, 3, padding="same")(image))
+
+
+def fixed_size(input_shape, n_classes, args, seeds):
+    image = keras.Input(shape=(16, 16, 1), name="image")
+    return keras.Model(image, layers.Dense(n_classes)(layers.Flatten()(image)))
+
+
+def no_channel_axis(input_shape, n_classes, args, seeds):
+    image = keras.Input(shape=input_shape[:2], name="image")  # Keras adds the grayscale axis of 1 itself
+    return keras.Model(image, layers.Dense(n_classes, kernel_initializer=seeds.initializer())(layers.Flatten()(image)))
+
+
+def sequential_per_pixel(input_shape, n_classes, args, seeds):
+    return keras.Sequential([layers.Conv2D(n_classes, 3, padding="same")])
+
+
+def exits(input_shape, n_classes, args, seeds):
+    raise SystemExit(3)
 '''
 SPEC = """
 name: side
@@ -99,6 +122,7 @@ def test_a_builder_with_a_side_input_trains_on_the_letter(nets, tmp_path):
 def test_check_builds_each_model_and_warns_when_seeds_are_ignored(nets):
     seeds = {"init": 0, "dropout": 0, "augment": 0}
     assert check_builders([config(nets, "with_letter")], (28, 28, 1), 10, ["letter"], seeds) == []
+    assert check_builders([config(nets, "no_channel_axis")], (28, 28, 1), 10, [], seeds) == []
     (warning,) = check_builders([config(nets, "unseeded")], (28, 28, 1), 10, [], seeds)
     assert warning.startswith("warning: model.builder") and "differ" in warning
 
@@ -110,6 +134,12 @@ def test_check_builds_each_model_and_warns_when_seeds_are_ignored(nets):
         ("three_outputs", "outputs 3 values per image; the data has 10 classes"),
         ("returns_none", "returned NoneType; allowed: a Keras 3 model"),
         ("raises", "failed: KeyError: 'width'"),
+        # Keras accepts these two; training failed on the first batch, leaving a FAILED run in the store
+        ("per_pixel", "outputs (None, 28, 28, 10); allowed: (None, 10), one logit per class for each image"),
+        ("fixed_size", "its image input takes (None, 16, 16, 1) but the images are (None, 28, 28, 1); allowed: an "
+                       "input of shape `input_shape`"),
+        ("sequential_per_pixel", "outputs (None, 28, 28, 10); allowed: (None, 10)"),
+        ("exits", "calls exit(3) instead of returning a model"),  # was the command's exit status 3, no message
         ("missing_function", "no function 'missing_function' in"),
     ],
 )
