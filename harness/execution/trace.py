@@ -1,0 +1,145 @@
+"""Replay two runs side by side, each in its own fresh process, and find the first step, layer and kind where
+they part (`harness explain`, automatically for identical configs with different weights, or `--trace`).
+
+Each side is `harness.training.replay` in a spawned process: spawned, not forked from a fork server, because each
+must choose its own backend, threads and determinism before Keras loads, as a fresh training process does (two
+sides may differ in exactly that). They run in lockstep with this process: after every step each sends a hash
+per weight; while the hashes agree both go on, up to K steps; where they differ, both are asked for what the
+comparison needs (their initial weights at step 0, else the step taken apart from the state it started in) and
+stop. The comparison itself is `harness.analysis.divergence`. Nothing is written to the stores: the replays'
+preprocessing cache and arrays live in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.analysis import divergence
+from harness.errors import HarnessError
+from harness.study.spec import RunConfig
+from harness.training.replay import ReplayRequest, serve
+
+POLL_S = 1.0
+
+
+class _Side:
+    """One replay process and its end of the connection."""
+
+    def __init__(self, label: str, request: ReplayRequest) -> None:
+        context = mp.get_context("spawn")
+        self.label = label
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=serve, args=(request, child), daemon=True, name=f"replay-{label}")
+        self.process.start()
+        child.close()
+
+    def recv(self, *expected: str) -> tuple[Any, ...]:
+        """The side's next message, one of `expected`; its error or its death is one line."""
+        while not self.conn.poll(POLL_S):
+            if not self.process.is_alive() and not self.conn.poll(0):
+                raise HarnessError(f"the replay of {self.label} ended (exit code {self.process.exitcode}) "
+                                   "before it answered")
+        try:
+            message = self.conn.recv()
+        except EOFError:
+            raise HarnessError(f"the replay of {self.label} ended (exit code {self.process.exitcode})") from None
+        if message[0] == "error":
+            raise HarnessError(f"the replay of {self.label}: {message[1]}")
+        if message[0] not in expected:
+            raise HarnessError(f"the replay of {self.label} said {message[0]}, expected {' or '.join(expected)}")
+        return message
+
+    def send(self, *command: Any) -> None:
+        self.conn.send(command)
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+            self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def trace(configs: tuple[RunConfig, RunConfig], data: tuple[dict[str, Any], dict[str, Any]],
+          steps: int | None = None) -> dict[str, Any]:
+    """Replay A and B for K steps (None: the first epoch) and locate where they part.
+
+    Returns {steps (compared), divergence (None when identical), sides (each one's backend, determinism and
+    device as read back), fingerprints, probe_reproduces, seconds}."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="harness-trace-") as tmp:
+        sides = []
+        try:
+            for label, config, section in zip(("A", "B"), configs, data, strict=True):
+                folder = Path(tmp) / label
+                folder.mkdir()
+                sides.append(_Side(label, ReplayRequest(label, config, section, str(folder / "cache"), steps)))
+            out = _lockstep(sides, Path(tmp))
+        finally:
+            for side in sides:
+                side.close()
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def _lockstep(sides: list[_Side], tmp: Path) -> dict[str, Any]:
+    infos = [side.recv("ready")[1] for side in sides]
+    limit = min(info["steps"] for info in infos)
+    traces: tuple[list[list[str]], list[list[str]]] = ([], [])
+    out: dict[str, Any] = {"sides": {s.label: i["determinism"] for s, i in zip(sides, infos, strict=True)},
+                           "fingerprints": {s.label: i["fingerprint"] for s, i in zip(sides, infos, strict=True)},
+                           "divergence": None, "probe_reproduces": None}
+    while True:
+        messages = [side.recv("step", "end") for side in sides]
+        if any(message[0] == "end" for message in messages):  # a training shorter than K: all of it compared
+            out["steps"] = len(traces[0]) - 1
+            return out
+        step = messages[0][1]
+        for trace_of, message in zip(traces, messages, strict=True):
+            trace_of.append(message[2])
+        if traces[0][-1] != traces[1][-1]:
+            out["steps"] = step
+            found = _initial(sides, infos, traces, tmp) if step == 0 else _taken_apart(sides, infos, traces, step,
+                                                                                       tmp, out)
+            found["cause"] = divergence.cause(found, *out["sides"].values())
+            out["divergence"] = found
+            return out
+        if step >= limit:
+            out["steps"] = step
+            return out
+        for side in sides:
+            side.send("next")
+
+
+def _initial(sides: list[_Side], infos: list[dict], traces: tuple, tmp: Path) -> dict[str, Any]:
+    arrays = []
+    for side in sides:
+        side.send("dump", str(tmp / side.label))
+        with np.load(side.recv("dumped")[1]) as saved:
+            arrays.append([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    return divergence.locate_initial(infos[0]["weights"], traces[0][0], traces[1][0], *arrays)
+
+
+def _taken_apart(sides: list[_Side], infos: list[dict], traces: tuple, step: int, tmp: Path,
+                 out: dict[str, Any]) -> dict[str, Any]:
+    probes, reproduces = [], {}
+    for side, trace_of in zip(sides, traces, strict=True):
+        side.send("probe", str(tmp / side.label))
+        _, path, meta, after = side.recv("probed")
+        with np.load(path) as saved:
+            probes.append({part: [(name, op, saved[f"{part}/{i}"], random)
+                                  for i, (name, op, random) in enumerate(meta[part])] for part in meta})
+        reproduces[side.label] = after == trace_of[-1]  # the step taken apart computed what `fit` computed
+    out["probe_reproduces"] = reproduces
+    return divergence.locate_step(step, *probes, traces[0][-1], traces[1][-1], infos[0]["weights"])
