@@ -48,7 +48,7 @@ def serve(request: ReplayRequest, conn: Any) -> None:
     try:
         determinism.configure_process(request.config.determinism, request.config.backend)
         _replay(request, conn)
-    except _Stop:
+    except (_Stop, KeyboardInterrupt):  # done, or a Ctrl-C to the group: the parent reports the interrupt
         pass
     except Exception as err:  # the parent reports it in one line (a builder that fails, data that is gone)
         text = str(err).strip().splitlines()[0] if str(err).strip() else ""

@@ -94,7 +94,8 @@ def test_tensorflow_and_jax_part_at_their_initial_weights(study, tmp_path, monke
     source = run_id(study, "clean", 0)
     config = json.loads(Path(client.download_artifacts(source, "config.json", str(tmp_path))).read_text())
     shutil.copy(PLANTED / "builders.py", tmp_path / "builders.py")
-    body = {"resolved": {**config["resolved"], "backend": "jax"}, "data": {"source": "digits"}}
+    body = {"resolved": {**config["resolved"], "backend": "jax"}, "data": {"source": "digits"},
+            "data_fingerprint": study["runs"][("clean", 0)].data.tags["harness.data_fingerprint"]}
     (tmp_path / "jax.json").write_text(json.dumps(body))
     monkeypatch.chdir(root)
     assert main(["explain", source, str(tmp_path / "jax.json"), "--trace", "--no-train", "--steps", "2", "--out",
