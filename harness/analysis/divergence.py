@@ -110,11 +110,13 @@ def locate_step(step: int, probe_a: dict[str, list[Entry]], probe_b: dict[str, l
             "variable": path, "random": False}
 
 
-def cause(found: dict[str, Any], side_a: dict[str, Any], side_b: dict[str, Any]) -> str:
+def cause(found: dict[str, Any], side_a: dict[str, Any], side_b: dict[str, Any],
+          differences: dict[str, tuple[Any, Any]] | None = None) -> str:
     """The likely cause of a located divergence and the switch that would remove it.
 
     `side_a`/`side_b`: each replay's backend and determinism as read back (backend, op_determinism, xla, tf32,
-    intra_op_threads, inter_op_threads) and its `device` (cpu or gpu)."""
+    intra_op_threads, inter_op_threads) and its `device` (cpu or gpu). `differences`: the config keys and seeds
+    A and B differ in (key → (A's, B's)), which explain the parting before any nondeterminism does."""
     kind, where, op = found["kind"], found["where"], found["op"]
     if side_a.get("backend") != side_b.get("backend"):
         what = "initial weights" if kind == "initial weights" else f"{op} ({kind})"
@@ -127,6 +129,9 @@ def cause(found: dict[str, Any], side_a: dict[str, Any], side_b: dict[str, Any])
         if side_a.get(key) != side_b.get(key):
             return (f"the runs differ in {switch} ({side_a.get(key)} vs {side_b.get(key)}): set it the same in both "
                     "(op determinism on, XLA and TF32 off, one thread for bit-identical runs)")
+    configured = _configured(found, differences or {})
+    if configured:
+        return configured
     if kind == "initial weights":
         return (f"the initializer of '{where}' takes no seed from `seeds`, or one from outside them (os.urandom, the "
                 "clock): pass it seeds.initializer() (or seeds.init()) in the builder")
@@ -134,6 +139,22 @@ def cause(found: dict[str, Any], side_a: dict[str, Any], side_b: dict[str, Any])
         return (f"layer '{where}' ({op}) draws random numbers from a seed outside `seeds`: give it seeds.augment() "
                 "(augmentation) or seeds.dropout() (dropout, noise) in the builder")
     return _kernel_cause(found, side_a)
+
+
+def _configured(found: dict[str, Any], differences: dict[str, tuple[Any, Any]]) -> str | None:
+    """A seed or config key the runs differ in that accounts for the parting: not nondeterminism at all."""
+    kind = found["kind"]
+    seeds = {"initial weights": ("seeds.init",), "forward": ("seeds.augment", "seeds.dropout")}.get(kind, ())
+    for key in seeds:
+        if key in differences and (kind == "initial weights" or found.get("random")):
+            a, b = differences[key]
+            return (f"A and B differ in {key} ({a} vs {b}): the {kind} of '{found['where']}' is what that seed "
+                    "decides, not nondeterminism")
+    others = [key for key in differences if not key.startswith("seeds.")]
+    if others:
+        return (f"A and B differ in {', '.join(others)}: the runs part where that difference first acts, not by "
+                "nondeterminism")
+    return None
 
 
 def _kernel_cause(found: dict[str, Any], side: dict[str, Any]) -> str:

@@ -41,7 +41,7 @@ def explain(args: argparse.Namespace) -> int:
                                "block_sources": compare.block_sources(diffs), "study": name}
     nondeterministic = not diffs and not identical and bool(a.weights_hash and b.weights_hash)
     if args.trace or nondeterministic:  # before the explain study, so its parent run gets the divergence tags
-        context["trace"] = _trace(a, b, args.steps)
+        context["trace"] = _trace(a, b, args.steps, diffs)
     attribution = None
     if not identical:
         if args.no_train:
@@ -240,7 +240,7 @@ def _from_store(a: Any, b: Any, diffs: list, store: _Store, context: dict[str, A
     return attribute(table, {"A": "A"}, [], observed_gap=None) if len(table) else None
 
 
-def _trace(a: Any, b: Any, steps: int | None) -> dict[str, Any]:
+def _trace(a: Any, b: Any, steps: int | None, diffs: list) -> dict[str, Any]:
     """Replay A and B in two fresh processes, step by step, until they part (harness.execution.trace)."""
     from harness.execution.trace import trace
     from harness.study import compare
@@ -249,7 +249,7 @@ def _trace(a: Any, b: Any, steps: int | None) -> dict[str, Any]:
     data = tuple(record.data or {"source": "synthetic"} for record in (a, b))
     print(f"explain: replaying A and B {f'for {steps} steps' if steps else 'through their first epoch'}, each in "
           "a fresh process, to find where they part", file=sys.stderr)
-    return trace(configs, data, steps)
+    return trace(configs, data, steps, {d.key: (d.a, d.b) for d in diffs if d.kind in ("config", "seed")})
 
 
 def _divergence_tags(traced: dict[str, Any] | None) -> dict[str, str]:

@@ -72,8 +72,9 @@ class _Side:
 
 
 def trace(configs: tuple[RunConfig, RunConfig], data: tuple[dict[str, Any], dict[str, Any]],
-          steps: int | None = None) -> dict[str, Any]:
-    """Replay A and B for K steps (None: the first epoch) and locate where they part.
+          steps: int | None = None, differences: dict[str, tuple[Any, Any]] | None = None) -> dict[str, Any]:
+    """Replay A and B for K steps (None: the first epoch) and locate where they part. `differences`: the config
+    keys and seeds they differ in (key → (A's, B's)), for the cause.
 
     Returns {steps (compared), divergence (None when identical), sides (each one's backend, determinism and
     device as read back), fingerprints, probe_reproduces, seconds}."""
@@ -85,7 +86,7 @@ def trace(configs: tuple[RunConfig, RunConfig], data: tuple[dict[str, Any], dict
                 folder = Path(tmp) / label
                 folder.mkdir()
                 sides.append(_Side(label, ReplayRequest(label, config, section, str(folder / "cache"), steps)))
-            out = _lockstep(sides, Path(tmp))
+            out = _lockstep(sides, Path(tmp), differences or {})
         finally:
             for side in sides:
                 side.close()
@@ -93,7 +94,7 @@ def trace(configs: tuple[RunConfig, RunConfig], data: tuple[dict[str, Any], dict
     return out
 
 
-def _lockstep(sides: list[_Side], tmp: Path) -> dict[str, Any]:
+def _lockstep(sides: list[_Side], tmp: Path, differences: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
     infos = [side.recv("ready")[1] for side in sides]
     limit = min(info["steps"] for info in infos)
     traces: tuple[list[list[str]], list[list[str]]] = ([], [])
@@ -112,7 +113,7 @@ def _lockstep(sides: list[_Side], tmp: Path) -> dict[str, Any]:
             out["steps"] = step
             found = _initial(sides, infos, traces, tmp) if step == 0 else _taken_apart(sides, infos, traces, step,
                                                                                        tmp, out)
-            found["cause"] = divergence.cause(found, *out["sides"].values())
+            found["cause"] = divergence.cause(found, *out["sides"].values(), differences)
             out["divergence"] = found
             return out
         if step >= limit:

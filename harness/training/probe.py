@@ -115,8 +115,15 @@ def _tensorflow_step(model: Any, x: Any, y: np.ndarray) -> tuple[list[np.ndarray
         model.optimizer.apply_gradients(zip(gradients, trainable, strict=True))
         return gradients
 
-    gradients = tf.function(step, jit_compile=bool(getattr(model, "jit_compile", False)))(x, y)
-    return [g.numpy() for g in gradients], [np.array(w) for w in model.weights]
+    # as `fit`'s batches come: the batch axis unknown when traced (a known one changes the kernels chosen)
+    signature = tf.nest.map_structure(lambda a: tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype)), (x, y))
+    compiled = tf.function(step, input_signature=list(signature), jit_compile=bool(getattr(model, "jit_compile",
+                                                                                             False)))
+    gradients = compiled(x, y)
+    # an embedding's gradient is IndexedSlices (dense here); an unused weight's is None (zeros)
+    dense = [np.zeros(w.shape, w.dtype) if g is None else tf.convert_to_tensor(g).numpy()
+             for g, w in zip(gradients, trainable, strict=True)]
+    return dense, [np.array(w) for w in model.weights]
 
 
 def _jax_step(model: Any, x: Any, y: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -92,3 +92,14 @@ def test_summary_sentences():
              "cause": "x"}
     assert dv.summary(found, 3).startswith("The runs part at step 1: forward, in 'jitter' (RandomTranslation), "
                                            "largest absolute difference 0.5.")
+
+
+def test_a_seed_or_config_difference_is_named_before_any_nondeterminism():
+    dropout = {"kind": "forward", "where": "dropout", "op": "Dropout", "random": True}
+    said = dv.cause(dropout, CPU, CPU, {"seeds.dropout": (0, 7)})
+    assert said.startswith("A and B differ in seeds.dropout (0 vs 7)") and "not nondeterminism" in said
+    init = {"kind": "initial weights", "where": "head", "op": "Dense"}
+    assert "seeds.init (1 vs 2)" in dv.cause(init, CPU, CPU, {"seeds.init": (1, 2), "seeds.order": (0, 3)})
+    update = {"kind": "update", "where": "head", "op": "Dense"}
+    assert "differ in training.learning_rate" in dv.cause(update, CPU, CPU, {"training.learning_rate": (0.1, 0.2)})
+    assert "seeds.initializer()" in dv.cause(init, CPU, CPU, {"seeds.order": (0, 3)})  # order: not this part
