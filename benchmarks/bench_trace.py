@@ -80,7 +80,7 @@ def main() -> None:
                 epochs.append(epoch)
             times[name].append(time.perf_counter() - started)
     print(describe(times), f"; the ordinary epoch itself: {describe({'epoch': epochs})}; "
-          f"trace compared {traced['steps']} steps", file=sys.stderr)
+          f"trace compared {traced['steps']} steps; its timing: {traced['timing']}", file=sys.stderr)
     result("trace_s", median(times["trace"]), note=f"{traced['steps']} steps, 2 replays side by side")
     result("ordinary_epoch_process_s", median(times["ordinary"]), note="fresh process: imports, build, 1 epoch")
     result("ordinary_epoch_s", median(epochs), note="the epoch alone")

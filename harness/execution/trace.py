@@ -77,7 +77,8 @@ def trace(configs: tuple[RunConfig, RunConfig], data: tuple[dict[str, Any], dict
     keys and seeds they differ in (key → (A's, B's)), for the cause.
 
     Returns {steps (compared), divergence (None when identical), sides (each one's backend, determinism and
-    device as read back), fingerprints, probe_reproduces, seconds}."""
+    device as read back), fingerprints, probe_reproduces, seconds, timing (start-up, steps, and per side the
+    seconds spent hashing and copying state and waiting in lockstep)}."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="harness-trace-") as tmp:
         sides = []
@@ -95,7 +96,9 @@ def trace(configs: tuple[RunConfig, RunConfig], data: tuple[dict[str, Any], dict
 
 
 def _lockstep(sides: list[_Side], tmp: Path, differences: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    started = time.perf_counter()
     infos = [side.recv("ready")[1] for side in sides]
+    ready = time.perf_counter()
     limit = min(info["steps"] for info in infos)
     traces: tuple[list[list[str]], list[list[str]]] = ([], [])
     out: dict[str, Any] = {"sides": {s.label: i["determinism"] for s, i in zip(sides, infos, strict=True)},
@@ -103,6 +106,9 @@ def _lockstep(sides: list[_Side], tmp: Path, differences: dict[str, tuple[Any, A
                            "divergence": None, "probe_reproduces": None}
     while True:
         messages = [side.recv("step", "end") for side in sides]
+        out["timing"] = {"start_s": round(ready - started, 1), "steps_s": round(time.perf_counter() - ready, 1),
+                         **{f"{s.label}_{k}_s": round(v, 2) for s, m in zip(sides, messages, strict=True)
+                            if m[0] == "step" for k, v in m[3].items()}}
         if any(message[0] == "end" for message in messages):  # a training shorter than K: all of it compared
             out["steps"] = len(traces[0]) - 1
             return out

@@ -7,7 +7,8 @@ own functions, and its steps are `fit`'s own compiled train step over `shuffled_
 augmentation and dropout draws), with a callback that hashes the weights after each step. Ordinary runs never
 see that callback; only explain starts a replay. The protocol, over a `multiprocessing` connection:
 
-    side → parent: ("ready", info), then ("step", k, hashes) after step 0 (the build) and each step k;
+    side → parent: ("ready", info), then ("step", k, hashes, seconds) after step 0 (the build) and each step k
+                   (seconds: spent so far hashing and copying state, and waiting for the parent);
                    ("dumped", path) or ("probed", path), ("end", k) when the training has no step k + 1,
                    ("error", one line)
     parent → side: ("next",) go on; ("dump", folder) write the weights as they are now; ("probe", folder)
@@ -17,6 +18,7 @@ see that callback; only explain starts a replay. The protocol, over a `multiproc
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,27 +132,35 @@ def _tracer(model: Any, conn: Any, batch_size: int) -> Any:
             self.step = 0  # steps done over the whole training
             self.before: list[np.ndarray] = snapshot(model)  # the state the current step starts from
             self.stage_step, self.batches = 0, (None, None, 0)
+            self.seconds = {"tracing": 0.0, "waiting": 0.0}  # hashing and state copies; waiting for the parent
 
         def stage(self, x: Any, y: np.ndarray, order_seed: int) -> None:
             self.stage_step, self.batches = 0, (x, y, order_seed)
 
         def report(self, step: int, hashes: list[str]) -> None:
-            conn.send(("step", step, hashes))
+            conn.send(("step", step, hashes, dict(self.seconds)))
+            waited = time.perf_counter()
             x, y, seed = self.batches
             batch = None
             if step > 0:
                 rows = step_rows(len(y), batch_size, seed, self.stage_step - 1)
                 batch = (take_rows(x, rows), y[rows])
             _serve_commands(conn, model, (batch, self.before))
+            copied = time.perf_counter()
             self.before = snapshot(model)
+            self.seconds["waiting"] += copied - waited
+            self.seconds["tracing"] += time.perf_counter() - copied
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            started = time.perf_counter()
             sync = getattr(model, "jax_state_sync", None)
             if sync is not None:  # jax keeps the state outside the variables during `fit`
                 sync()
             self.step += 1
             self.stage_step += 1
-            self.report(self.step, variable_hashes(model.weights))
+            hashes = variable_hashes(model.weights)
+            self.seconds["tracing"] += time.perf_counter() - started
+            self.report(self.step, hashes)
 
     return Tracer()
 
