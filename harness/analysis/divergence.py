@@ -176,7 +176,8 @@ def _kernel_cause(found: dict[str, Any], side: dict[str, Any]) -> str:
 def summary(found: dict[str, Any] | None, steps: int) -> str:
     """One sentence for explain's verdict."""
     if found is None:
-        return f"Replayed in two fresh processes, the runs are identical through {steps} steps."
+        plural = "" if steps == 1 else "s"
+        return f"Replayed in two fresh processes, the runs are identical through {steps} step{plural}."
     size = found.get("max_abs_diff")
     by = "" if size is None else f", largest absolute difference {size:.3g}"
     at = "the initial weights (step 0)" if found["step"] == 0 else f"step {found['step']}"

@@ -212,7 +212,7 @@ def divergence_markdown(ex: dict[str, Any]) -> list[str]:
     trace, found = ex["trace"], ex["divergence"]
     backends = " vs ".join(f"{label}: {side.get('backend')} on {side.get('device')}"
                            for label, side in (trace.get("sides") or {}).items())
-    lines = [f"Both runs replayed in fresh processes ({backends}), {trace['steps']} steps compared in "
+    lines = [f"Both runs replayed in fresh processes ({backends}), {_steps(trace['steps'])} compared in "
              f"{trace['seconds']} s."]
     if found is None:
         return [*lines, "", "No step parts them: identical weights after every step."]
@@ -222,6 +222,10 @@ def divergence_markdown(ex: dict[str, Any]) -> list[str]:
     if found.get("variables"):
         lines += ["", f"Weights that differ after the build: {', '.join(found['variables'])}."]
     return lines
+
+
+def _steps(count: int) -> str:
+    return f"{count} step{'' if count == 1 else 's'}"
 
 
 def write(ex: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -84,7 +84,7 @@ def probe_step(model: Any, x: Any, y: np.ndarray, before: list[np.ndarray]) -> d
     layers = graph_layers(model)
     restore(model, before)
     if layers:
-        features = keras.Model(model.inputs, [layer.output for layer in layers])
+        features = keras.Model(model.input, [layer.output for layer in layers])  # the input structure as built
         outputs = features(x, training=True)
         forward = [(layer.name, type(layer).__name__, keras.ops.convert_to_numpy(out), _random(layer))
                    for layer, out in zip(layers, outputs, strict=True)]

@@ -45,8 +45,11 @@ class _Stop(Exception):
 
 def serve(request: ReplayRequest, conn: Any) -> None:
     """A replay process's entry: configure the process as the run's was, then replay until told to stop."""
+    import warnings
+
     from harness.training import determinism
 
+    warnings.simplefilter("ignore", UserWarning)  # Keras notes on a replay (jit fallbacks): not the user's to act on
     try:
         determinism.configure_process(request.config.determinism, request.config.backend)
         _replay(request, conn)
