@@ -14,6 +14,9 @@ them to differ is the kind of divergence:
 - `update`: gradients equal, the updated weights differ: the optimizer's step;
 - `compiled step`: the step taken apart is identical on both sides, only `fit`'s compiled step parts (XLA).
 
+After initial weights that differ, B takes A's and the replay goes on (`from_a_weights`): where, from equal
+weights, the steps themselves part (two backends: their kernels and random draws), or that they do not.
+
 Pure numpy: the arrays, names and settings come in, the verdict goes out.
 """
 
@@ -181,5 +184,15 @@ def summary(found: dict[str, Any] | None, steps: int) -> str:
     size = found.get("max_abs_diff")
     by = "" if size is None else f", largest absolute difference {size:.3g}"
     at = "the initial weights (step 0)" if found["step"] == 0 else f"step {found['step']}"
-    return (f"The runs part at {at}: {found['kind']}, in '{found['where']}' ({found['op']}){by}. "
+    said = (f"The runs part at {at}: {found['kind']}, in '{found['where']}' ({found['op']}){by}. "
             f"Likely cause: {found['cause']}.")
+    then = found.get("from_a_weights")
+    if then is None:
+        return said
+    if "identical_through" in then:
+        return (f"{said} Both started from A's initial weights, they are identical through "
+                f"{then['identical_through']} steps: the initial weights are the whole difference there.")
+    size = then.get("max_abs_diff")
+    by = "" if size is None else f", largest absolute difference {size:.3g}"
+    return (f"{said} Both started from A's initial weights, they part at step {then['step']}: {then['kind']}, in "
+            f"'{then['where']}' ({then['op']}){by}; likely cause: {then['cause']}.")

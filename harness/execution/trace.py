@@ -5,9 +5,10 @@ Each side is `harness.training.replay` in a spawned process: spawned, not forked
 must choose its own backend, threads and determinism before Keras loads, as a fresh training process does (two
 sides may differ in exactly that). They run in lockstep with this process: after every step each sends a hash
 per weight; while the hashes agree both go on, up to K steps; where they differ, both are asked for what the
-comparison needs (their initial weights at step 0, else the step taken apart from the state it started in) and
-stop. The comparison itself is `harness.analysis.divergence`. Nothing is written to the stores: the replays'
-preprocessing cache and arrays live in a temporary folder.
+comparison needs (their initial weights at step 0, after which B takes A's and both go on from equal weights;
+else the step taken apart from the state it started in) and stop. The comparison itself is
+`harness.analysis.divergence`. Nothing is written to the stores: the replays' preprocessing cache and arrays
+live in a temporary folder.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def trace(configs: tuple[RunConfig, RunConfig], data: tuple[dict[str, Any], dict
 
 
 def _lockstep(sides: list[_Side], tmp: Path, differences: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """Step both sides until their hashes differ or K steps agree. Initial weights that differ are reported, then
+    B takes A's and the replay goes on from equal weights, to where the steps themselves part (`from_a_weights`)."""
     started = time.perf_counter()
     infos = [side.recv("ready")[1] for side in sides]
     ready = time.perf_counter()
@@ -104,29 +107,49 @@ def _lockstep(sides: list[_Side], tmp: Path, differences: dict[str, tuple[Any, A
     out: dict[str, Any] = {"sides": {s.label: i["determinism"] for s, i in zip(sides, infos, strict=True)},
                            "fingerprints": {s.label: i["fingerprint"] for s, i in zip(sides, infos, strict=True)},
                            "divergence": None, "probe_reproduces": None}
-    while True:
+    initial, found = None, None
+    while found is None:
         messages = [side.recv("step", "end") for side in sides]
         out["timing"] = {"start_s": round(ready - started, 1), "steps_s": round(time.perf_counter() - ready, 1),
                          **{f"{s.label}_{k}_s": round(v, 2) for s, m in zip(sides, messages, strict=True)
                             if m[0] == "step" for k, v in m[3].items()}}
         if any(message[0] == "end" for message in messages):  # a training shorter than K: all of it compared
             out["steps"] = len(traces[0]) - 1
-            return out
-        step = messages[0][1]
+            break
+        out["steps"] = step = messages[0][1]
         for trace_of, message in zip(traces, messages, strict=True):
             trace_of.append(message[2])
         if traces[0][-1] != traces[1][-1]:
-            out["steps"] = step
-            found = _initial(sides, infos, traces, tmp) if step == 0 else _taken_apart(sides, infos, traces, step,
-                                                                                       tmp, out)
-            found["cause"] = divergence.cause(found, *out["sides"].values(), differences)
-            out["divergence"] = found
-            return out
+            if step == 0:
+                initial = _initial(sides, infos, traces, tmp)
+                initial["cause"] = divergence.cause(initial, *out["sides"].values(), differences)
+                if not _align(sides, traces, tmp):
+                    out["divergence"] = {**initial, "from_a_weights": None}
+                    return out
+            else:
+                found = _taken_apart(sides, infos, traces, step, tmp, out)
+                found["cause"] = divergence.cause(found, *out["sides"].values(), differences)
+                break
         if step >= limit:
-            out["steps"] = step
-            return out
+            break
         for side in sides:
             side.send("next")
+    if initial is None:
+        out["divergence"] = found
+    else:
+        initial["from_a_weights"] = found or {"identical_through": out["steps"]}
+        out["divergence"] = initial
+    return out
+
+
+def _align(sides: list[_Side], traces: tuple, tmp: Path) -> bool:
+    """B takes A's initial weights (as `_initial` dumped them); False when B's model cannot hold them bit for bit."""
+    sides[1].send("load", str(tmp / sides[0].label / "weights.npz"))
+    hashes = sides[1].recv("loaded")[1]
+    if hashes != traces[0][0]:
+        return False
+    traces[1][0] = hashes
+    return True
 
 
 def _initial(sides: list[_Side], infos: list[dict], traces: tuple, tmp: Path) -> dict[str, Any]:

@@ -73,6 +73,10 @@ def _traced(traced: dict[str, Any] | None) -> dict[str, Any]:
         return {"divergence": None, "trace": None}
     found = traced["divergence"]
     divergence = None if found is None else {key: found[key] for key in DIVERGENCE_KEYS if key in found}
+    if found is not None and "from_a_weights" in found:  # what the steps do from equal (A's) initial weights
+        then = found["from_a_weights"]
+        divergence["from_a_weights"] = then if then is None or "identical_through" in then else {
+            key: then[key] for key in DIVERGENCE_KEYS if key in then}
     return {"divergence": divergence,
             "trace": {key: traced.get(key) for key in ("steps", "seconds", "sides", "probe_reproduces")}}
 
@@ -219,6 +223,13 @@ def divergence_markdown(ex: dict[str, Any]) -> list[str]:
     size = "n/a" if found.get("max_abs_diff") is None else f"{found['max_abs_diff']:.3g}"
     lines += ["", "| step | kind | where | op | max abs diff | likely cause |", "|---|---|---|---|---|---|",
               f"| {found['step']} | {found['kind']} | {found['where']} | {found['op']} | {size} | {found['cause']} |"]
+    then = found.get("from_a_weights")
+    if then and "step" in then:
+        size = "n/a" if then.get("max_abs_diff") is None else f"{then['max_abs_diff']:.3g}"
+        lines.append(f"| {then['step']} (from A's initial weights) | {then['kind']} | {then['where']} | {then['op']} "
+                     f"| {size} | {then['cause']} |")
+    elif then:
+        lines += ["", f"From A's initial weights in both: identical through {_steps(then['identical_through'])}."]
     if found.get("variables"):
         lines += ["", f"Weights that differ after the build: {', '.join(found['variables'])}."]
     return lines

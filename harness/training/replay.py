@@ -11,8 +11,9 @@ see that callback; only explain starts a replay. The protocol, over a `multiproc
                    (seconds: spent so far hashing and copying state, and waiting for the parent);
                    ("dumped", path) or ("probed", path), ("end", k) when the training has no step k + 1,
                    ("error", one line)
-    parent → side: ("next",) go on; ("dump", folder) write the weights as they are now; ("probe", folder)
-                   take the last step apart (harness.training.probe); ("stop",)
+    parent → side: ("next",) go on; ("dump", folder) write the weights as they are now; ("load", path) take
+                   these weights (→ ("loaded", hashes)); ("probe", folder) take the last step apart
+                   (harness.training.probe); ("stop",)
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def _tracer(model: Any, conn: Any, batch_size: int) -> Any:
 
 def _serve_commands(conn: Any, model: Any, last: tuple[Any, list[np.ndarray]] | None) -> None:
     """Answer the parent until it says `next` (return) or `stop` (leave `fit`)."""
-    from harness.training.probe import probe_step
+    from harness.training.probe import probe_step, variable_hashes
 
     while True:
         command, *args = conn.recv()
@@ -183,6 +184,13 @@ def _serve_commands(conn: Any, model: Any, last: tuple[Any, list[np.ndarray]] | 
             path = folder / "weights.npz"
             np.savez(path, *[np.asarray(w) for w in model.weights])
             conn.send(("dumped", str(path)))
+        elif command == "load":  # the other side's weights (same shapes and dtypes), to go on from equal weights
+            with np.load(args[0]) as saved:
+                values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+            if [(v.shape, v.dtype) for v in values] == [(tuple(w.shape), np.asarray(w).dtype) for w in model.weights]:
+                for weight, value in zip(model.weights, values, strict=True):
+                    weight.assign(value)
+            conn.send(("loaded", variable_hashes(model.weights)))
         elif command == "probe" and last is not None and last[0] is not None:
             (x, y), before = last
             probed = probe_step(model, x, y, before)

@@ -103,3 +103,14 @@ def test_a_seed_or_config_difference_is_named_before_any_nondeterminism():
     update = {"kind": "update", "where": "head", "op": "Dense"}
     assert "differ in training.learning_rate" in dv.cause(update, CPU, CPU, {"training.learning_rate": (0.1, 0.2)})
     assert "seeds.initializer()" in dv.cause(init, CPU, CPU, {"seeds.order": (0, 3)})  # order: not this part
+
+
+def test_summary_goes_on_from_a_weights():
+    initial = {"step": 0, "kind": "initial weights", "where": "conv2d", "op": "Conv2D", "max_abs_diff": 1.5,
+               "cause": "two backends"}
+    same = dv.summary({**initial, "from_a_weights": {"identical_through": 3}}, 3)
+    assert same.endswith("identical through 3 steps: the initial weights are the whole difference there.")
+    then = {"step": 1, "kind": "forward", "where": "jitter", "op": "RandomTranslation", "max_abs_diff": 1.0,
+            "cause": "random draws"}
+    parted = dv.summary({**initial, "from_a_weights": then}, 3)
+    assert "Both started from A's initial weights, they part at step 1: forward, in 'jitter'" in parted

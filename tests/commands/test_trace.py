@@ -54,6 +54,7 @@ def test_head_seeded_from_the_os_parts_at_step_0(study, monkeypatch, capsys):
     assert (found["step"], found["kind"], found["where"], found["op"]) == (0, "initial weights", "head", "Dense")
     assert found["variables"] == ["head/kernel"] and found["max_abs_diff"] > 0
     assert "seeds.initializer()" in found["cause"]
+    assert found["from_a_weights"] == {"identical_through": 3}  # from equal weights nothing else parts them
     assert "initial weights (step 0)" in capsys.readouterr().out
 
 
@@ -106,3 +107,5 @@ def test_tensorflow_and_jax_part_at_their_initial_weights(study, tmp_path, monke
     assert (found["step"], found["kind"], found["where"]) == (0, "initial weights", "conv2d")
     assert found["max_abs_diff"] > 0 and "different backends (tensorflow vs jax)" in found["cause"]
     assert {side["backend"] for side in ex["trace"]["sides"].values()} == {"tensorflow", "jax"}
+    then = found["from_a_weights"]  # from A's weights in both: the augmentation's random draws differ first
+    assert (then["step"], then["kind"], then["where"]) == (1, "forward", "jitter") and then["max_abs_diff"] > 0
