@@ -41,7 +41,12 @@ def explain(args: argparse.Namespace) -> int:
                                "block_sources": compare.block_sources(diffs), "study": name}
     nondeterministic = not diffs and not identical and bool(a.weights_hash and b.weights_hash)
     if args.trace or nondeterministic:  # before the explain study, so its parent run gets the divergence tags
-        context["trace"] = _trace(a, b, args.steps, diffs)
+        try:
+            context["trace"] = _trace(a, b, args.steps, diffs)
+        except HarnessError as err:
+            if args.trace:  # asked for: its failure is the answer
+                raise
+            context["trace_failed"] = str(err)  # automatic: the rest of the explanation still stands
     attribution = None
     if not identical:
         if args.no_train:
@@ -49,7 +54,9 @@ def explain(args: argparse.Namespace) -> int:
         else:
             attribution = _train(name, a, b, diffs, args, store, context)
     weights_differ = bool(a.weights_hash and b.weights_hash) and not identical
-    context["divergence_note"] = _divergence_note(diffs, context.get("trace"), weights_differ)
+    context["divergence_note"] = _divergence_note(diffs, context.get("trace"), weights_differ) or (
+        f"A and B have the same config, seeds and environment but different weights; not replayed to find where "
+        f"they part: {context.pop('trace_failed')}" if "trace_failed" in context else None)
     ex = write_up.assemble(a, b, diffs, attribution, **context)
     paths = write_up.write(ex, out_dir)
     if context.get("experiment"):  # the same files on the explain parent run
