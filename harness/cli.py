@@ -155,7 +155,10 @@ def _analysis_commands(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--out", type=Path, help="folder for explain.md/json (default: reports/explain-A-B)")
     _stores(explain)
     explain.add_argument("--no-train", action="store_true", help="only what differs, and seed noise from the "
-                         "store's replicates; train nothing")
+                         "store's replicates; train no explain study (a trace still replays)")
+    explain.add_argument("--trace", action="store_true", help="replay both runs step by step and locate where they "
+                         "part (automatic for identical configs and environments with different weights)")
+    explain.add_argument("--steps", type=int, help="steps a trace replays (default: the first epoch)")
     explain.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of the intervals, Bonferroni over "
                          "the effects (default 0.05)")
     explain.add_argument("--no-progress", action="store_true", help="hide the progress bar")

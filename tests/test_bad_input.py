@@ -34,6 +34,12 @@ def test_preview_needs_samples(tmp_path, monkeypatch, capsys):
     assert "--samples: got 0" in one_line_exit_2(["preview", "s.yaml", "--samples", "0"], capsys)
 
 
+def test_explain_needs_a_step_to_trace(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert "--steps: got 0" in one_line_exit_2(["explain", "0" * 32, "1" * 32, "--trace", "--steps", "0"], capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_digits_out_is_a_file(tmp_path, capsys):
     (tmp_path / "taken").write_text("x")
     assert "is a file" in one_line_exit_2(["data", "digits", "--out", str(tmp_path / "taken")], capsys)

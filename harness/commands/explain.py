@@ -29,6 +29,8 @@ def explain(args: argparse.Namespace) -> int:
     if args.repeats < 2:
         raise HarnessError(f"--repeats: got {args.repeats}; allowed: 2 or more (seed noise needs replicates)")
     positive(args.workers, "--workers")
+    if args.steps is not None:
+        positive(args.steps, "--steps")
     store = _Store(args.tracking_uri)
     a, b = (load_record(text, label, store) for text, label in ((args.a, "A"), (args.b, "B")))
     diffs = compare.differences(a, b)
@@ -37,13 +39,24 @@ def explain(args: argparse.Namespace) -> int:
     identical = bool(a.weights_hash) and a.weights_hash == b.weights_hash
     context: dict[str, Any] = {"identical": identical, "observed_gap": _gap(a, b), "repeats": args.repeats,
                                "block_sources": compare.block_sources(diffs), "study": name}
+    nondeterministic = not diffs and not identical and bool(a.weights_hash and b.weights_hash)
+    if args.trace or nondeterministic:  # before the explain study, so its parent run gets the divergence tags
+        try:
+            context["trace"] = _trace(a, b, args.steps, diffs)
+        except HarnessError as err:
+            if args.trace:  # asked for: its failure is the answer
+                raise
+            context["trace_failed"] = str(err)  # automatic: the rest of the explanation still stands
     attribution = None
     if not identical:
         if args.no_train:
             attribution = _from_store(a, b, diffs, store, context)
         else:
             attribution = _train(name, a, b, diffs, args, store, context)
-    context["divergence_note"] = _divergence_note(a, b, diffs, identical)
+    weights_differ = bool(a.weights_hash and b.weights_hash) and not identical
+    context["divergence_note"] = _divergence_note(diffs, context.get("trace"), weights_differ) or (
+        f"A and B have the same config, seeds and environment but different weights; not replayed to find where "
+        f"they part: {context.pop('trace_failed')}" if "trace_failed" in context else None)
     ex = write_up.assemble(a, b, diffs, attribution, **context)
     paths = write_up.write(ex, out_dir)
     if context.get("experiment"):  # the same files on the explain parent run
@@ -194,7 +207,8 @@ def _train(name: str, a: Any, b: Any, diffs: list, args: argparse.Namespace, sto
     exp_id = tracking.experiment_id(client, name, create=False)
     context["experiment"] = exp_id
     tracking.name_parent(client, exp_id, f"explain:{a.source}..{b.source}",
-                         {"harness.explain.a": a.source, "harness.explain.b": b.source})
+                         {"harness.explain.a": a.source, "harness.explain.b": b.source,
+                          **_divergence_tags(context.get("trace"))})
     store.adopt(client)  # where the explain study logged: its parent run gets the files
     table = table.rename(columns={"candidate": "point"})
     finished = table[table["status"] == "FINISHED"]
@@ -233,8 +247,35 @@ def _from_store(a: Any, b: Any, diffs: list, store: _Store, context: dict[str, A
     return attribute(table, {"A": "A"}, [], observed_gap=None) if len(table) else None
 
 
-def _divergence_note(a: Any, b: Any, diffs: list, identical: bool) -> str | None:
-    if identical or diffs or not (a.weights_hash and b.weights_hash):
+def _trace(a: Any, b: Any, steps: int | None, diffs: list) -> dict[str, Any]:
+    """Replay A and B in two fresh processes, step by step, until they part (harness.execution.trace)."""
+    from harness.execution.trace import trace
+    from harness.study import compare
+
+    configs = (compare.run_config(a), compare.run_config(b))  # refuses a builder that is not on this machine
+    data = tuple(record.data or {"source": "synthetic"} for record in (a, b))
+    print(f"explain: replaying A and B {f'for {steps} steps' if steps else 'through their first epoch'}, each in "
+          "a fresh process, to find where they part", file=sys.stderr)
+    return trace(configs, data, steps, {d.key: (d.a, d.b) for d in diffs if d.kind in ("config", "seed")})
+
+
+def _divergence_tags(traced: dict[str, Any] | None) -> dict[str, str]:
+    """The divergence as tags of the explain parent run (`harness.divergence.*`), for the MLflow UI's filters."""
+    if traced is None:
+        return {}
+    found = traced["divergence"]
+    if found is None:
+        return {"harness.divergence": f"identical through {traced['steps']} steps"}
+    return {"harness.divergence": f"step {found['step']}: {found['kind']}",
+            **{f"harness.divergence.{key}": str(found[key]) for key in ("step", "kind", "where", "op", "max_abs_diff")}}
+
+
+def _divergence_note(diffs: list, traced: dict[str, Any] | None, weights_differ: bool) -> str | None:
+    """Runs with different weights whose replays here are identical differ for a reason the replay does not
+    reproduce: say so, with what their recorded environments differ in."""
+    if traced is None or traced["divergence"] is not None or not weights_differ:
         return None
-    return ("A and B have the same config, seeds and environment but different weights: the training itself is "
-            "not deterministic here; the divergence locator (where and why they part) is not built yet.")
+    environment = [f"{d.key} ({d.a} vs {d.b})" for d in diffs if d.kind == "environment"]
+    return (f"A and B have different weights, yet their replays here are identical through {traced['steps']} steps: "
+            "they differ for a reason this machine does not reproduce (another machine, library or device); their "
+            f"recorded environments differ in: {', '.join(environment) or 'nothing both recorded'}.")

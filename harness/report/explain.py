@@ -52,7 +52,7 @@ def assemble(a: Any, b: Any, diffs: list[Any], attribution: dict[str, Any] | Non
         "differences": differences_json(diffs, attribution),
         "interaction_pp": _in_pp(interaction["effect"]) if interaction else None,
         "interaction_ci_pp": _ci_pp(interaction["ci"]) if interaction else None,
-        "divergence": None, "level": attribution.get("level", 0.95),
+        **_traced(context.get("trace")), "level": attribution.get("level", 0.95),
         "adjustment": f", Bonferroni over {n_claims}" if n_claims > 1 else "",
         "noise": noise, "config_gap": config_gap, "interaction": interaction, "gap_vs_noise": where,
         **{key: context.get(key) for key in ("block_sources", "noise_from_store", "reproduction", "exact_rerun",
@@ -61,6 +61,24 @@ def assemble(a: Any, b: Any, diffs: list[Any], attribution: dict[str, Any] | Non
     ex["block_sources"] = ex["block_sources"] or []
     ex["verdict"] = verdict(ex)
     return ex
+
+
+DIVERGENCE_KEYS = ("step", "kind", "where", "op", "max_abs_diff", "cause", "variables", "variable")
+
+
+def _traced(traced: dict[str, Any] | None) -> dict[str, Any]:
+    """explain.json's `divergence` ({step, kind, where, op, max_abs_diff, cause}; None when the replays agree or
+    none ran) and `trace` (what was replayed: steps, seconds, each side's backend and determinism)."""
+    if traced is None:
+        return {"divergence": None, "trace": None}
+    found = traced["divergence"]
+    divergence = None if found is None else {key: found[key] for key in DIVERGENCE_KEYS if key in found}
+    if found is not None and "from_a_weights" in found:  # what the steps do from equal (A's) initial weights
+        then = found["from_a_weights"]
+        divergence["from_a_weights"] = then if then is None or "identical_through" in then else {
+            key: then[key] for key in DIVERGENCE_KEYS if key in then}
+    return {"divergence": divergence,
+            "trace": {key: traced.get(key) for key in ("steps", "seconds", "sides", "probe_reproduces")}}
 
 
 def _side(record: Any) -> dict[str, Any]:
@@ -104,7 +122,7 @@ def verdict(ex: dict[str, Any]) -> list[str]:
     a, b = ex["a"], ex["b"]
     if ex["identical"]:
         return [f"A and B are the same training: identical weights (sha256 {a['weights_hash'][:12]}), accuracy "
-                f"{_acc(a['accuracy'])}. Nothing to explain."]
+                f"{_acc(a['accuracy'])}. Nothing to explain.", *_trace_sentences(ex)]
     out = []
     level = ex["level"]
     if ex["observed_gap"] is not None:
@@ -135,9 +153,18 @@ def verdict(ex: dict[str, Any]) -> list[str]:
         more = f" and {len(fixed) - 4} more" if len(fixed) > 4 else ""
         out.append(f"Not varied here: {shown}{more}: {fixed[0]['why_not_varied']}.")
     out += _reproduction_sentences(ex)
+    out += _trace_sentences(ex)
     if ex["divergence_note"]:
         out.append(ex["divergence_note"])
     return out
+
+
+def _trace_sentences(ex: dict[str, Any]) -> list[str]:
+    from harness.analysis.divergence import summary
+
+    if ex.get("trace") is None:
+        return []
+    return [summary(ex["divergence"], ex["trace"]["steps"])]
 
 
 def _cause_sentence(row: dict[str, Any], ex: dict[str, Any]) -> str:
@@ -184,12 +211,42 @@ def table_markdown(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def divergence_markdown(ex: dict[str, Any]) -> list[str]:
+    """The trace's finding as a table: step, kind, layer, op, largest difference, cause; what was replayed."""
+    trace, found = ex["trace"], ex["divergence"]
+    backends = " vs ".join(f"{label}: {side.get('backend')} on {side.get('device')}"
+                           for label, side in (trace.get("sides") or {}).items())
+    lines = [f"Both runs replayed in fresh processes ({backends}), {_steps(trace['steps'])} compared in "
+             f"{trace['seconds']} s."]
+    if found is None:
+        return [*lines, "", "No step parts them: identical weights after every step."]
+    size = "n/a" if found.get("max_abs_diff") is None else f"{found['max_abs_diff']:.3g}"
+    lines += ["", "| step | kind | where | op | max abs diff | likely cause |", "|---|---|---|---|---|---|",
+              f"| {found['step']} | {found['kind']} | {found['where']} | {found['op']} | {size} | {found['cause']} |"]
+    then = found.get("from_a_weights")
+    if then and "step" in then:
+        size = "n/a" if then.get("max_abs_diff") is None else f"{then['max_abs_diff']:.3g}"
+        lines.append(f"| {then['step']} (from A's initial weights) | {then['kind']} | {then['where']} | {then['op']} "
+                     f"| {size} | {then['cause']} |")
+    elif then:
+        lines += ["", f"From A's initial weights in both: identical through {_steps(then['identical_through'])}."]
+    if found.get("variables"):
+        lines += ["", f"Weights that differ after the build: {', '.join(found['variables'])}."]
+    return lines
+
+
+def _steps(count: int) -> str:
+    return f"{count} step{'' if count == 1 else 's'}"
+
+
 def write(ex: dict[str, Any], out_dir: Path) -> list[Path]:
     """explain.md and explain.json in out_dir, atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md = [f"# Why do {ex['a']['source']} (A) and {ex['b']['source']} (B) differ?", "", *ex["verdict"], ""]
     if ex["differences"]:
         md += ["## Every difference", "", *table_markdown(ex["differences"]), ""]
+    if ex.get("trace"):
+        md += ["## Where they part", "", *divergence_markdown(ex), ""]
     if ex.get("points"):
         md += ["## What was trained", "", f"{ex['runs_trained']} trainings: the configurations below over "
                f"{ex['repeats']} seed blocks (study `{ex['study']}` in the MLflow store).", "",

@@ -35,6 +35,13 @@ def steps_per_epoch(n_rows: int, batch_size: int) -> int:
     return -(-n_rows // batch_size)
 
 
+def step_rows(n_rows: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """The rows of a stage's `step`-th batch (0-based, counted across its epochs) as `shuffled_batches` yields
+    them: epoch e of a stage trains on permutation FIRST_ORDER + e (harness.training.replay rebuilds a step)."""
+    epoch, index = divmod(step, steps_per_epoch(n_rows, batch_size))
+    return epoch_order(n_rows, seed, FIRST_ORDER + epoch)[index * batch_size : (index + 1) * batch_size]
+
+
 def shuffled_batches(x: Any, y: np.ndarray, batch_size: int, seed: int, epochs: int) -> tuple[Any, int | None]:
     """`fit`'s training data for `epochs` epochs and the steps per epoch to pass with it (None: Keras counts).
 

@@ -118,8 +118,7 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
     fresh = build_model(run, shape, n_classes)
     loss_function = make_loss(run, n_classes)
     steps = total_steps(run, len(train_idx))
-    # `xla` is TensorFlow's switch; jax always compiles with XLA and torch.compile is not used
-    jit = run.config.determinism.xla if run.config.backend == "tensorflow" else run.config.backend == "jax"
+    jit = jit_for(run)
 
     def compile_model(model: Any) -> None:
         model.compile(optimizer=make_optimizer(run, steps), loss=loss_function, metrics=["accuracy"], jit_compile=jit)
@@ -161,6 +160,12 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
         predictions=predictions,
         **measured,
     )
+
+
+def jit_for(run: PlannedRun) -> bool:
+    """`compile(jit_compile=...)` for the run: `xla` is TensorFlow's switch; jax always compiles with XLA and
+    torch.compile is not used (harness.training.replay compiles its replay the same way)."""
+    return run.config.determinism.xla if run.config.backend == "tensorflow" else run.config.backend == "jax"
 
 
 def input_shape(images: np.ndarray) -> tuple[int, int, int]:
