@@ -18,7 +18,8 @@ inequality it exceeds 1/α at any time with probability ≤ α, and {μ : BF(μ)
 (exact under normal seed noise; Wang & Ramdas 2025). Paired on the per-block differences where the design shares
 seeds (`seed_block`), else two-sample with pooled variance. The intervals of all looks are intersected (still a
 confidence sequence), so a settled comparison stays settled. The family: every comparison `decide` states,
-Bonferroni (α/m each), which keeps the simultaneous coverage of m confidence sequences.
+Bonferroni (α/m each), which keeps the simultaneous coverage of m confidence sequences; g grows as α/m shrinks
+(mixture_g), so 3 paired seeds can settle a large effect in any family.
 """
 
 from __future__ import annotations
@@ -34,8 +35,17 @@ from harness.analysis.runs_table import distinct_runs, factor_roles, finished_ru
 from harness.analysis.structure import MIN_BLOCKS, labels, rows_for
 from harness.errors import HarnessError
 
-G = 10.0  # prior variance of the standardised effect: finite boundaries from 3 paired seeds (see docs/methods.md)
+G = 10.0  # prior variance of the standardised effect at alpha 0.05; mixture_g scales it with the level (methods.md)
 MIN_SEEDS = 2  # one seed has no spread: the first look needs two
+
+
+def mixture_g(alpha: float) -> float:
+    """The mixture's prior variance for intervals at level 1 − alpha: G at 0.05, G·0.05/alpha below.
+
+    With n paired seeds the boundary is finite only where 1 + n·g > 1/alpha; scaling g with 1/alpha keeps the first
+    look at 3 paired seeds finite however many comparisons share alpha (Bonferroni).
+    """
+    return G * 0.05 / alpha
 
 
 def log_bayes_factor(t: np.ndarray | float, n_eff: np.ndarray | float, df: np.ndarray | float,
@@ -163,7 +173,7 @@ def _two_sample(y: pd.Series, order: pd.Series, level: pd.Series, a: str, b: str
             ss = np.where(upto, (x[None, :] - mean[:, None]) ** 2, 0).sum(axis=1)
         stats[name] = [n, mean, ss]
     diff, lo, hi = two_sample_looks(stats[a][0], stats[b][0], stats[a][1], stats[b][1], stats[a][2], stats[b][2],
-                                    alpha)
+                                    alpha, mixture_g(alpha))
     return float(diff[-1]), float(lo[-1]), float(hi[-1])
 
 
@@ -176,7 +186,7 @@ def _more_seeds(diff: float, sd: float, n: int, paired: bool, state: str, resolu
     for extra in range(1, left + 1):
         m = n + extra
         n_eff, df = (m, m - 1) if paired else (m / 2, 2 * m - 2)
-        half = float(t_boundary(n_eff, df, alpha)) * sd / np.sqrt(n_eff)
+        half = float(t_boundary(n_eff, df, alpha, mixture_g(alpha))) * sd / np.sqrt(n_eff)
         if abs(diff) > half or abs(diff) + half < resolution:
             return extra
     return left
@@ -191,7 +201,7 @@ def _comparison(rows: pd.DataFrame, factor: str, a: str, b: str, alpha: float, r
                            "more_seeds": 0, "n_a": n_a, "n_b": n_b, "method": "", "note": ""}
     diffs = _paired_diffs(rows, level, a, b)
     if diffs is not None:
-        est, lo, hi = (float(v[-1]) for v in paired_looks(diffs, alpha))
+        est, lo, hi = (float(v[-1]) for v in paired_looks(diffs, alpha, mixture_g(alpha)))
         sd, n, paired = float(np.std(diffs, ddof=1)), len(diffs), True
         out["method"] = f"paired over {n} seed blocks"
     elif min(n_a, n_b) >= 1 and n_a + n_b >= 3:
@@ -270,4 +280,5 @@ def decide(table: pd.DataFrame, resolution_pp: float, alpha: float = 0.05, max_r
     state = "settled" if not open_ else "max_reached" if all(c["more_seeds"] == 0 for c in open_) else "open"
     return {"state": state, "comparisons": comps, "levels": seeds, "alpha": alpha, "family_size": len(pairs),
             "level_each": 1 - each, "resolution_pp": resolution_pp, "max_repeats": max_repeats,
-            "method": f"t confidence sequence (Lai 1976; mixture g={G:g}), Bonferroni over {len(pairs)} comparisons"}
+            "method": f"t confidence sequence (Lai 1976; mixture g={mixture_g(each):g}), Bonferroni over {len(pairs)} "
+                      "comparisons"}
