@@ -218,6 +218,7 @@ def _comparison(rows: pd.DataFrame, factor: str, a: str, b: str, alpha: float, r
         lo = hi = est  # estimate, and the comparison stays open unless it is exact
     if not np.isfinite(lo) or not np.isfinite(hi):
         out["note"] = "interval unbounded at this many seeds"
+    lo, hi = max(lo, -1.0), min(hi, 1.0)  # a difference of accuracies lies in [-1, 1]: coverage is kept
     out.update(diff_pp=num(100 * est), ci_pp=[num(100 * lo), num(100 * hi)], state=settle(lo, hi, resolution))
     out["more_seeds"] = _more_seeds(est, sd, n, paired, out["state"], resolution, alpha, max_repeats)
     return out
@@ -261,7 +262,7 @@ def decide(table: pd.DataFrame, resolution_pp: float, alpha: float = 0.05, max_r
     comps, seeds = [], []
     for factor in dict.fromkeys(f for f, _, _ in pairs):
         rows = rows_for(table, factor)
-        levels = list(dict.fromkeys(labels(rows, factor)))
+        levels = list(dict.fromkeys(lv for f, a, b in pairs if f == factor for lv in (a, b)))
         raw = rows_for(table, factor, finished_runs(table))
         seeds += [{"factor": factor, "level": lv, "seeds": int((labels(raw, factor) == lv).sum())} for lv in levels]
         exact = _exact(raw, factor, levels)

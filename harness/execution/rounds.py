@@ -86,7 +86,7 @@ def next_targets(decision: dict[str, Any], points: dict[Point, list[PlannedRun]]
     return grow
 
 
-def reason(decision: dict[str, Any], grow: dict[Point, int], maximum: int) -> str:
+def reason(decision: dict[str, Any], grow: dict[Point, int], target: dict[Point, int], maximum: int) -> str:
     """Why the study stopped, or what the next round trains, in one line (logged on the parent run)."""
     comps = decision["comparisons"]
     open_ = [f"{c['factor']} {c['a']} vs {c['b']}" for c in comps if c["state"] == "open"]
@@ -96,9 +96,9 @@ def reason(decision: dict[str, Any], grow: dict[Point, int], maximum: int) -> st
     if not grow:
         return (f"stopped: {len(open_)} comparison(s) still open at the maximum of {maximum} seeds "
                 f"({'; '.join(open_)})")
-    seeds = sum(grow.values())
-    return (f"{len(open_)} of {len(comps)} comparison(s) open ({'; '.join(open_)}): next round trains up to "
-            f"{seeds} seeds' worth over {len(grow)} design point(s)")
+    added = sum(new - target[point] for point, new in grow.items())
+    return (f"{len(open_)} of {len(comps)} comparison(s) open ({'; '.join(open_)}): next round trains {added} more "
+            f"run(s) over {len(grow)} design point(s)")
 
 
 def counts(decision: dict[str, Any], table: pd.DataFrame) -> dict[str, float]:
@@ -110,8 +110,8 @@ def counts(decision: dict[str, Any], table: pd.DataFrame) -> dict[str, float]:
 
 
 def train_in_rounds(runs: list[PlannedRun], spec: Any, client: Any, exp_id: str, parent_id: str,
-                    enqueue: Callable[[list[PlannedRun]], Any], drain: Callable[[int], None], workers: int,
-                    progress: bool = True) -> dict[str, Any]:
+                    enqueue: Callable[[list[PlannedRun]], Any], drain: Callable[[int], None],
+                    workers: int) -> dict[str, Any]:
     """Train `spec.repeats.min` seeds per point, then rounds until decide() settles every comparison or `max`."""
     plan = spec.sequential
     points = design_points(runs)
@@ -125,12 +125,11 @@ def train_in_rounds(runs: list[PlannedRun], spec: Any, client: Any, exp_id: str,
         decision = decide(table, plan.resolution_pp, alpha=plan.alpha, max_repeats=plan.max)
         grow = next_targets(decision, points, target, plan.max, workers, spec.design) if decision[
             "state"] == "open" else {}
-        why = reason(decision, grow, plan.max)
+        why = reason(decision, grow, target, plan.max)
         round_index = tracking.log_round(client, parent_id, counts(decision, table),
                                          {"harness.sequential.state": decision["state"],
                                           "harness.sequential.reason": why[:5000]})
-        if progress:
-            print(f"round {round_index}: {why}", file=sys.stderr)
+        print(f"round {round_index}: {why}", file=sys.stderr)
         if not grow:
             return decision
         target.update(grow)

@@ -36,7 +36,7 @@ def run_study(study: Study, client: Any, storage: Any, count: int = 1, progress:
                 study.runs, study.spec, client, exp_id, parent_id,
                 enqueue=lambda runs: run_queue.enqueue(queue, runs, tracking.completed_run_keys(client, exp_id)),
                 drain=lambda total: drain(queue, storage.url, client, count, total=total, progress=progress),
-                workers=count, progress=progress)
+                workers=count)
         else:
             run_queue.enqueue(queue, study.runs, tracking.completed_run_keys(client, exp_id))
             drain(queue, storage.url, client, count, total=len(study.runs), progress=progress)

@@ -61,7 +61,7 @@ def _train(spec, store: Store, monkeypatch, workers: int = 1) -> dict:
     monkeypatch.setattr(rounds, "study_table", store.table)
     monkeypatch.setattr(rounds.tracking, "log_round", store.log_round)
     runs = plan_runs(spec, "fingerprint", 28)
-    return rounds.train_in_rounds(runs, spec, None, "0", "p", store.enqueue, store.drain, workers, progress=False)
+    return rounds.train_in_rounds(runs, spec, None, "0", "p", store.enqueue, store.drain, workers)
 
 
 def _seeds(store: Store) -> dict[tuple[str, str], int]:
@@ -78,6 +78,9 @@ def test_a_large_effect_settles_at_min_and_the_null_trains_on(spec, monkeypatch)
     by = {c["factor"]: c["state"] for c in decision["comparisons"]}
     assert by["training.learning_rate"] == "effect" and by["augmentation.enabled"] in ("no_effect", "open")
     assert len(store.logged) >= 2 and store.logged[0][0]["sequential.effect"] == 1
+    first = store.logged[0][1]["harness.sequential.reason"]
+    assert first == ("1 of 2 comparison(s) open (augmentation.enabled off vs on): next round trains 2 more run(s) over "
+                     "2 design point(s)")
     last = store.logged[-1][1]
     assert last["harness.sequential.state"] == decision["state"]
     assert last["harness.sequential.reason"].startswith("stopped")
