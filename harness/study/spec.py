@@ -138,22 +138,6 @@ class ParamSpace(Strict):
         return self
 
 
-class SearchConfig(Strict):
-    """`harness tune`: what to search, how, and how to re-check the winners against seed noise."""
-
-    space: dict[str, ParamSpace] = Field(min_length=1)
-    n_trials: int = Field(30, ge=1, le=10_000)
-    timeout_s: float | None = Field(None, gt=0)
-    sampler: Literal["tpe", "random"] = "tpe"
-    pruner: Literal["median", "hyperband", "none"] = "median"
-    # no trial is pruned before this many epochs (default: a third of the planned epochs): early accuracies,
-    # at the start of a schedule, rank configurations by how fast they start, not where they end
-    warmup_epochs: int | None = Field(None, ge=1, le=1000)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    top_k: int = Field(3, ge=2, le=20)  # configurations re-run with fresh seeds after the search
-    reeval_repeats: int = Field(5, ge=2, le=200)  # fresh seeds per re-run configuration
-
-
 class SequentialRepeats(Strict):
     """Seeds in rounds until every comparison is settled (harness.analysis.sequential.decide): `min` seeds per design
     point first, then more only for the levels of comparisons still open, up to `max`. A comparison is settled as an
@@ -178,6 +162,25 @@ def _repeats_kind(value: Any) -> str:
 UNION_TAGS = ("count", "sequential")  # tags of the `repeats` union: not keys a user writes, left out of error paths
 Repeats = Annotated[Annotated[Annotated[int, Field(ge=1, le=1000)], Tag("count")]
                     | Annotated[SequentialRepeats, Tag("sequential")], Discriminator(_repeats_kind)]
+ReevalRepeats = Annotated[Annotated[Annotated[int, Field(ge=2, le=200)], Tag("count")]
+                          | Annotated[SequentialRepeats, Tag("sequential")], Discriminator(_repeats_kind)]
+
+
+class SearchConfig(Strict):
+    """`harness tune`: what to search, how, and how to re-check the winners against seed noise."""
+
+    space: dict[str, ParamSpace] = Field(min_length=1)
+    n_trials: int = Field(30, ge=1, le=10_000)
+    timeout_s: float | None = Field(None, gt=0)
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    # no trial is pruned before this many epochs (default: a third of the planned epochs): early accuracies,
+    # at the start of a schedule, rank configurations by how fast they start, not where they end
+    warmup_epochs: int | None = Field(None, ge=1, le=1000)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    top_k: int = Field(3, ge=2, le=20)  # configurations re-run with fresh seeds after the search
+    # fresh seeds per re-run configuration; {min, max, resolution_pp}: in rounds until the top-k comparisons settle
+    reeval_repeats: ReevalRepeats = 5
 
 
 class StudySpec(Strict):

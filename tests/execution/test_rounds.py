@@ -112,3 +112,26 @@ def test_workers_share_a_round(spec, monkeypatch) -> None:
     four = Store({}, sd=0.003)
     _train(spec, four, monkeypatch, workers=4)
     assert len(four.logged) <= len(one.logged)
+
+
+def test_tune_re_check_in_rounds(tmp_path, monkeypatch) -> None:
+    """`search.reeval_repeats: {min, max, resolution_pp}`: the top-k re-check is a listed study trained in rounds."""
+    from harness.execution.search import reeval_spec
+    from harness.study.spec import SequentialRepeats
+
+    text = ("name: ut\nsearch:\n  space: {training.learning_rate: {type: float, low: 0.001, high: 0.01}}\n"
+            "  top_k: 3\n  reeval_repeats: {min: 3, max: 6, resolution_pp: 2.0}\n")
+    spec = parse_spec(text, tmp_path / "ut.yaml")
+    rates = (0.01, 0.005, 0.002)
+    top = [{"label": f"top{i}", "overrides": {"training.learning_rate": lr}} for i, lr in enumerate(rates)]
+    reeval = reeval_spec(spec, top)
+    assert reeval.sequential == SequentialRepeats(min=3, max=6, resolution_pp=2.0) and reeval.design == "listed"
+    store = Store({"candidate=top2": -0.2}, sd=0.003)  # top0 and top1 alike, top2 far below
+    monkeypatch.setattr(rounds, "study_table", store.table)
+    monkeypatch.setattr(rounds.tracking, "log_round", store.log_round)
+    decision = rounds.train_in_rounds(plan_runs(reeval, "fp", 28), reeval, None, "0", "p", store.enqueue,
+                                      store.drain, 1)
+    states = {(c["a"], c["b"]): c["state"] for c in decision["comparisons"]}
+    assert states[("top0", "top2")] == "effect" and states[("top1", "top2")] == "effect"
+    counts = pd.DataFrame(store.rows).groupby("candidate").size().to_dict()
+    assert counts["top2"] == 3 and counts["top0"] == counts["top1"] > 3  # only the open pair trained on
