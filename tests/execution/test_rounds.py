@@ -135,3 +135,16 @@ def test_tune_re_check_in_rounds(tmp_path, monkeypatch) -> None:
     assert states[("top0", "top2")] == "effect" and states[("top1", "top2")] == "effect"
     counts = pd.DataFrame(store.rows).groupby("candidate").size().to_dict()
     assert counts["top2"] == 3 and counts["top0"] == counts["top1"] > 3  # only the open pair trained on
+
+
+def test_a_round_fills_a_seed_batch(tmp_path) -> None:
+    """With `execution.batch_seeds: K` a round adds at least K seeds to a point, so no lane is padded away."""
+    text = ("name: sb\nrepeats: {min: 3, max: 12, resolution_pp: 1.0}\nbase: {backend: jax, execution: "
+            "{batch_seeds: 4}}\nfactors: {augmentation.enabled: [false, true]}\n")
+    spec = parse_spec(text, tmp_path / "sb.yaml")
+    points = rounds.design_points(plan_runs(spec, "fp", 28))
+    target = dict.fromkeys(points, 3)
+    decision = {"comparisons": [{"factor": "augmentation.enabled", "a": "off", "b": "on", "state": "open",
+                                 "more_seeds": 1}]}
+    assert set(rounds.next_targets(decision, points, target, 12, 1, "factorial").values()) == {7}
+    assert set(rounds.next_targets(decision, points, dict.fromkeys(points, 10), 12, 1, "factorial").values()) == {12}
