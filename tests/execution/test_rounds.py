@@ -37,7 +37,8 @@ class Store:
 
     def drain(self, total: int) -> None:
         for run in self.queued:
-            rng = np.random.default_rng([run.replicate, len(run.factors), hash(tuple(run.factors.values())) % 997])
+            point = "|".join(run.factors.values()).encode()
+            rng = np.random.default_rng([run.replicate, *point])
             acc = 0.8 + sum(self.effect.get(f"{k}={v}", 0.0) for k, v in run.factors.items()) + rng.normal(0, self.sd)
             self.rows.append({"run_key": run.run_key, "config_key": run.config_key, "replicate": run.replicate,
                               "seed_block": run.seed_block, "design": run.design, "status": "FINISHED",
@@ -79,7 +80,7 @@ def test_a_large_effect_settles_at_min_and_the_null_trains_on(spec, monkeypatch)
     assert by["training.learning_rate"] == "effect" and by["augmentation.enabled"] in ("no_effect", "open")
     assert len(store.logged) >= 2 and store.logged[0][0]["sequential.effect"] == 1
     first = store.logged[0][1]["harness.sequential.reason"]
-    assert first == ("1 of 2 comparison(s) open (augmentation.enabled off vs on): next round trains 2 more run(s) over "
+    assert first == ("1 of 2 comparison(s) open (augmentation.enabled off vs on): next round trains 4 more run(s) over "
                      "2 design point(s)")
     last = store.logged[-1][1]
     assert last["harness.sequential.state"] == decision["state"]
