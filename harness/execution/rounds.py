@@ -3,8 +3,8 @@
 Round 1 trains `min` seeds of every design point. After each round the study's runs table goes to
 `harness.analysis.sequential.decide`, the same rule the report applies; the next round enqueues seeds only for the
 design points whose levels sit in a comparison still open (one at a time: the base point and the moved one): as
-many per point as the comparison is projected to need (`more_seeds`), but at most half again what the point holds
-or the workers' share if larger (each round costs worker start-ups; looks at growing intervals, as in
+many per point as the comparison is projected to need (`more_seeds`), but at most a quarter again what the point
+holds, or the workers' share if larger (each round costs worker start-ups; looks at growing intervals, as in
 group-sequential designs), and at least a seed batch where the study trains them (`execution.batch_seeds`). It
 stops when every comparison is settled, or the open ones are at `max`. Replicate r draws the same seeds at every
 point, so every round keeps the comparisons paired.
@@ -30,6 +30,7 @@ from harness.analysis.sequential import decide
 from harness.study.design import PlannedRun
 
 Point = tuple[tuple[str, str], ...]
+GROWTH = 0.25  # a round adds at most this share of what a point holds (or the workers' share, if larger)
 
 
 def design_points(runs: list[PlannedRun]) -> dict[Point, list[PlannedRun]]:
@@ -81,8 +82,8 @@ def next_targets(decision: dict[str, Any], points: dict[Point, list[PlannedRun]]
         share = max(1, math.ceil(workers / max(1, len(chosen))))
         for point in chosen:
             batch = points[point][0].config.execution.batch_seeds
-            # up to half again what the point holds (a round costs worker start-ups), never beyond the projection
-            step = max(min(comp["more_seeds"], max(share, math.ceil(target[point] / 2))), batch)
+            # up to a quarter again what the point holds (a round costs worker start-ups), never beyond the projection
+            step = max(min(comp["more_seeds"], max(share, math.ceil(target[point] * GROWTH))), batch)
             new = min(maximum, len(points[point]), target[point] + step)
             if new > target[point]:
                 grow[point] = max(grow.get(point, 0), new)

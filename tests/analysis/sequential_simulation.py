@@ -1,5 +1,5 @@
 """Simulated sequential studies (issue 30) for tests/analysis/test_sequential_simulation.py and the long run
-(benchmarks/sequential_simulation.py). Seeded numpy, vectorised over studies, through the same functions
+(benchmarks/sequential_replication.py). Seeded numpy, vectorised over studies, through the same functions
 `harness.analysis.sequential.decide` uses (`two_sample_balanced`, `paired_looks`, `settle`'s rule); the test
 checks that decide() on the simulated runs tables stops where the simulation stops and says the same.
 

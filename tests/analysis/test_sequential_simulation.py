@@ -1,6 +1,6 @@
 """Issue 30's Done-when, 200 simulated studies each (no TensorFlow): sequential decisions keep their error rates
 under looking after every seed, where the fixed-n test does not; power and trainings for a planted 2 pp effect;
-equivalence for a planted 0.2 pp. The long version: benchmarks/sequential_simulation.py.
+equivalence for a planted 0.2 pp. The long version: benchmarks/sequential_replication.py.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def test_a_large_effect_settles_at_min_and_the_null_trains_on(spec, monkeypatch)
     assert by["training.learning_rate"] == "effect" and by["augmentation.enabled"] in ("no_effect", "open")
     assert len(store.logged) >= 2 and store.logged[0][0]["sequential.effect"] == 1
     first = store.logged[0][1]["harness.sequential.reason"]
-    assert first == ("1 of 2 comparison(s) open (augmentation.enabled off vs on): next round trains 4 more run(s) over "
+    assert first == ("1 of 2 comparison(s) open (augmentation.enabled off vs on): next round trains 2 more run(s) over "
                      "2 design point(s)")
     last = store.logged[-1][1]
     assert last["harness.sequential.state"] == decision["state"]
