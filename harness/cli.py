@@ -135,6 +135,17 @@ def _positive_pp(text: str) -> float:
     return value
 
 
+def _repeats(text: str) -> int:
+    """Seeds per level: an integer of at least 2 (one seed has no spread)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an integer of at least 2")
+    return value
+
+
 def _analysis_commands(commands: argparse._SubParsersAction) -> None:
     report = _command(commands, "report", ("report", "report"), "statistical report: why does accuracy differ?")
     source = report.add_mutually_exclusive_group(required=True)
@@ -145,6 +156,12 @@ def _analysis_commands(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--delta-pp", type=_positive_pp, default=1.0, help="difference to detect, in pp (default 1)")
     report.add_argument("--alpha", type=_alpha, default=0.05,
                         help="family-wise error rate of the verdict's claims, Holm-controlled (default 0.05)")
+    report.add_argument("--resolution-pp", type=_positive_pp, default=None,
+                        help="decide each comparison sequentially: an effect, or none larger than this (pp); default: "
+                             "the spec's repeats.resolution_pp, else off")
+    report.add_argument("--max-repeats", type=_repeats, default=None,
+                        help="seeds per level at which an open comparison stops (default: the spec's repeats.max, "
+                             "else 30)")
 
     explain = _command(commands, "explain", ("explain", "explain"), "why did these two runs differ? every "
                        "difference, its effect on accuracy, and the gap against seed noise")

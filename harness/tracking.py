@@ -317,6 +317,15 @@ def attach_report(client: Any, exp_id: str, report_dir: Path) -> None:
                 client.log_artifact(parent_id, str(path), "report")
 
 
+def log_round(client: Any, parent_id: str, counts: dict[str, float], tags: dict[str, str]) -> int:
+    """The next round of a sequential study on its parent run (counts as metrics by round, tags): its number."""
+    from mlflow.entities import Metric, RunTag
+    step = int(client.get_run(parent_id).data.tags.get("harness.sequential.round", "0")) + 1
+    client.log_batch(parent_id, [Metric(k, float(v), int(time.time() * 1e3), step) for k, v in counts.items()],
+                     tags=[RunTag(k, str(v)) for k, v in {**tags, "harness.sequential.round": step}.items()])
+    return step
+
+
 def finish_parent(client: Any, parent_id: str, status: str = "FINISHED") -> None:
     client.set_terminated(parent_id, status=status)
 

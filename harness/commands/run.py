@@ -21,10 +21,13 @@ def run(args: argparse.Namespace) -> int:
     from harness.execution import runner
 
     study, client, storage, count = open_training(spec, args)
-    print(f"study '{spec.name}': {len(study.runs)} runs on {study.data.images.shape[0]} images "
+    seq = spec.sequential
+    runs = (f"up to {len(study.runs)} runs ({seq.min} to {seq.max} seeds per design point, in rounds until every "
+            f"comparison is settled at ±{seq.resolution_pp:g} pp)" if seq else f"{len(study.runs)} runs")
+    print(f"study '{spec.name}': {runs} on {study.data.images.shape[0]} images "
           f"(data {study.data.fingerprint}); store {client.tracking_uri}", file=sys.stderr)
     table = runner.run_study(study, client, storage, count, progress=not args.no_progress)
-    return summarize(table, len(study.runs))
+    return summarize(table, len(table) if seq else len(study.runs))
 
 
 def summarize(table, planned: int) -> int:

@@ -28,6 +28,9 @@ def tune(args: argparse.Namespace) -> int:
     study, client, storage, count = open_training(spec, args)
     out = args.out or Path("reports") / spec.name
     result = search.tune(study, client, storage, count, not args.no_progress)
+    from harness.report.sequential import sequential_sentences
+
+    result["verdict"] += sequential_sentences(result.get("reeval_sequential"))
     record(client, result, out)
     print("\n".join(result["verdict"]))
     print(f"tune report: {out / 'tune.md'}")

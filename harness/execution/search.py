@@ -202,7 +202,9 @@ def reeval_spec(spec: StudySpec, top: list[dict[str, Any]]) -> StudySpec:
     for source in SEED_SOURCES:
         seeds[source] = min(seeds[source] + SEED_OFFSET, 2**32 - 1)
     seeds["fresh"] = list(SEED_SOURCES)
-    raw |= {"name": f"{spec.name}-reeval", "design": "listed", "repeats": spec.search.reeval_repeats,
+    repeats = spec.search.reeval_repeats  # an integer, or a sequential plan: rounds until the top-k comparisons settle
+    raw |= {"name": f"{spec.name}-reeval", "design": "listed",
+            "repeats": repeats if isinstance(repeats, int) else repeats.model_dump(mode="json"),
             "points": {item["label"]: item["overrides"] for item in top},
             "description": f"top {len(top)} configurations of tune study '{spec.name}', fresh seeds"}
     return parse_spec(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), Path(spec.source_path))
@@ -268,6 +270,10 @@ def tune(study: Any, client: Any, storage: Any, count: int, progress: bool) -> d
     table = runner.run_study(reeval, client, storage, count, progress=progress)
     result |= {"reeval_study": reeval.spec.name, "top": top,
                **robust_selection({t["label"]: t["search_accuracy"] for t in top}, table, CANDIDATE)}
+    if plan := reeval.spec.sequential:  # which candidates the rounds told apart, as report --resolution-pp says
+        from harness.analysis.sequential import decide
+
+        result["reeval_sequential"] = decide(table, plan.resolution_pp, alpha=plan.alpha, max_repeats=plan.max)
     best = next((t for t in top if t["label"] == result["robust_best"]), top[0])
     result["robust_best_config"] = apply_overrides(spec.base, best["overrides"], "search.space").model_dump_json()
     result["parent_run_id"] = search.user_attrs["parent_run_id"]

@@ -3,7 +3,8 @@
 report.json top-level keys (schema_version 1; documented in docs/runs-table.md):
   schema_version, title, verdict (list of sentences), n_runs, n_finished, n_failed, failed,
   constants, factors, decomposition, random_effects, identical, flips, cross_validation, seeds_needed, plots,
-  design (kind, roles, copies_dropped, paired, model), multiplicity (Holm over the verdict's claims at alpha).
+  design (kind, roles, copies_dropped, paired, model), multiplicity (Holm over the verdict's claims at alpha),
+  sequential (only with resolution_pp: analysis.sequential.decide).
 Degenerate inputs (no finished run, one level, identical values) still give a full report whose
 sections say why a statistic is missing. All files are written atomically (temp + os.replace).
 """
@@ -36,17 +37,23 @@ from harness.analysis.runs_table import (
     validate_runs_table,
 )
 from harness.analysis.seed_sources import seed_source_spread
+from harness.analysis.sequential import decide
 from harness.files import write_atomic
 from harness.report import plots
 from harness.report.markdown import render_markdown
+from harness.report.sequential import markdown_section, sequential_sentences
 from harness.report.verdict import verdict, verdict_claims
 
 SCHEMA_VERSION = 1
 
 
 def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float = 1.0,
-            title: str = "", alpha: float = 0.05) -> dict[str, Any]:
-    """All statistics of a runs table as one JSON-ready dict (no files written)."""
+            title: str = "", alpha: float = 0.05, resolution_pp: float | None = None,
+            max_repeats: int = 30) -> dict[str, Any]:
+    """All statistics of a runs table as one JSON-ready dict (no files written).
+
+    resolution_pp: also decide each comparison sequentially (report.json["sequential"], analysis.sequential).
+    """
     df = validate_runs_table(df)
     fin = finished_runs(df)
     roles = factor_roles(df)
@@ -94,6 +101,9 @@ def analyze(df: pd.DataFrame, *, table_dir: Path | None = None, delta_pp: float 
     rep["multiplicity"] = control_family(verdict_claims(rep), alpha)
     rep["seeds_needed"] = _power(df, rep, fixed, delta_pp, alpha)
     rep["verdict"] = verdict(rep)
+    if resolution_pp is not None:
+        rep["sequential"] = decide(df, resolution_pp, alpha=alpha, max_repeats=max_repeats)
+        rep["verdict"] += sequential_sentences(rep["sequential"])
     return rep
 
 
@@ -149,11 +159,13 @@ def _power(df: pd.DataFrame, rep: dict[str, Any], fixed: list[str], delta_pp: fl
 
 def build_report(df: pd.DataFrame, out_dir: Path, *, table_dir: Path | None = None,
                  images: dict[int, np.ndarray] | None = None, delta_pp: float = 1.0,
-                 title: str = "", alpha: float = 0.05) -> dict[str, Any]:
+                 title: str = "", alpha: float = 0.05, resolution_pp: float | None = None,
+                 max_repeats: int = 30) -> dict[str, Any]:
     """Analyze the runs table and write report.md, report.json and plots into out_dir; return the dict."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rep = analyze(df, table_dir=table_dir, delta_pp=delta_pp, title=title, alpha=alpha)
+    rep = analyze(df, table_dir=table_dir, delta_pp=delta_pp, title=title, alpha=alpha, resolution_pp=resolution_pp,
+                  max_repeats=max_repeats)
     fin = finished_runs(validate_runs_table(df))
     names: dict[str, str | None] = {"accuracy_hist": plots.accuracy_histogram(fin, out_dir)}
     for f, info in rep["factors"].items():
@@ -164,5 +176,5 @@ def build_report(df: pd.DataFrame, out_dir: Path, *, table_dir: Path | None = No
             names["flipped"] = plots.flipped_grid(rep["flips"], images, out_dir)
     rep["plots"] = {k: v for k, v in names.items() if v}
     write_atomic(out_dir / "report.json", json.dumps(rep, indent=2, ensure_ascii=False, allow_nan=False))
-    write_atomic(out_dir / "report.md", render_markdown(rep))
+    write_atomic(out_dir / "report.md", "\n".join([render_markdown(rep), *markdown_section(rep.get("sequential"))]))
     return rep

@@ -164,7 +164,7 @@ def _plan(spec: StudySpec, data_fingerprint: str, image_size: int,
     for labels, config in _design_configs(spec):
         stages = resolve_stages(config, image_size)
         environment = (environments or {}).get(config.backend)
-        for replicate in range(spec.repeats):
+        for replicate in range(spec.planned_repeats):
             seeds = effective_seeds(config, replicate)
             runs.append(make_run(spec.name, replicate, labels, config, seeds, stages, data_fingerprint,
                                  design=spec.design, environment=environment))

@@ -10,13 +10,15 @@ from __future__ import annotations
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -136,6 +138,34 @@ class ParamSpace(Strict):
         return self
 
 
+class SequentialRepeats(Strict):
+    """Seeds in rounds until every comparison is settled (harness.analysis.sequential.decide): `min` seeds per design
+    point first, then more only for the levels of comparisons still open, up to `max`. A comparison is settled as an
+    effect (its anytime-valid interval excludes 0) or as no effect larger than `resolution_pp`."""
+
+    min: int = Field(3, ge=2, le=1000)  # 2 is the fewest with a spread; 3 lets the report test a level
+    max: int = Field(30, ge=2, le=1000)
+    resolution_pp: float = Field(gt=0.0, le=100.0)
+    alpha: float = Field(0.05, gt=0.0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> SequentialRepeats:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be at most max ({self.max})")
+        return self
+
+
+def _repeats_kind(value: Any) -> str:
+    return "sequential" if isinstance(value, dict | SequentialRepeats) else "count"
+
+
+UNION_TAGS = ("count", "sequential")  # tags of the `repeats` union: not keys a user writes, left out of error paths
+Repeats = Annotated[Annotated[Annotated[int, Field(ge=1, le=1000)], Tag("count")]
+                    | Annotated[SequentialRepeats, Tag("sequential")], Discriminator(_repeats_kind)]
+ReevalRepeats = Annotated[Annotated[Annotated[int, Field(ge=2, le=200)], Tag("count")]
+                          | Annotated[SequentialRepeats, Tag("sequential")], Discriminator(_repeats_kind)]
+
+
 class SearchConfig(Strict):
     """`harness tune`: what to search, how, and how to re-check the winners against seed noise."""
 
@@ -149,7 +179,8 @@ class SearchConfig(Strict):
     warmup_epochs: int | None = Field(None, ge=1, le=1000)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     top_k: int = Field(3, ge=2, le=20)  # configurations re-run with fresh seeds after the search
-    reeval_repeats: int = Field(5, ge=2, le=200)  # fresh seeds per re-run configuration
+    # fresh seeds per re-run configuration; {min, max, resolution_pp}: in rounds until the top-k comparisons settle
+    reeval_repeats: ReevalRepeats = 5
 
 
 class StudySpec(Strict):
@@ -159,8 +190,9 @@ class StudySpec(Strict):
     design: Literal["factorial", "one_at_a_time", "listed"] = "factorial"
     # design `listed`: named configurations, each a mapping of dotted keys to values (e.g. tune's top-k)
     points: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # replicates per design point; 3 is the fewest that lets the report test a level (and judge seed noise)
-    repeats: int = Field(3, ge=1, le=1000)
+    # replicates per design point; 3 is the fewest that lets the report test a level (and judge seed noise);
+    # {min, max, resolution_pp}: seeds in rounds until the answer is known (SequentialRepeats)
+    repeats: Repeats = 3
     factors: dict[str, list[Any]] = Field(default_factory=dict)
     base: RunConfig = RunConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -169,6 +201,17 @@ class StudySpec(Strict):
     search: SearchConfig | None = None
     _source_path: Path | None = PrivateAttr(None)
     _source_text: str = PrivateAttr("")
+
+    @property
+    def sequential(self) -> SequentialRepeats | None:
+        """The sequential plan when `repeats` is one, else None (a fixed number of replicates)."""
+        return self.repeats if isinstance(self.repeats, SequentialRepeats) else None
+
+    @property
+    def planned_repeats(self) -> int:
+        """Replicates per design point the plan holds: `repeats`, or a sequential plan's `max` (the runner trains
+        `min` of them first and more only where a comparison is open)."""
+        return self.repeats.max if isinstance(self.repeats, SequentialRepeats) else self.repeats
 
     @property
     def source_path(self) -> Path | None:
@@ -246,7 +289,7 @@ def resolve_builders(spec: StudySpec, folder: Path) -> StudySpec:
 def describe_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     """Pydantic's first error as one line: the dotted key path, the problem and what is allowed."""
     first = err.errors()[0]
-    loc = [str(part) for part in first["loc"]]
+    loc = [str(part) for part in first["loc"] if part not in UNION_TAGS]
     key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
     if first["type"] == "extra_forbidden":
         allowed = ", ".join(allowed_keys(model, loc[:-1])) or "none"
@@ -281,6 +324,8 @@ def _unwrap(annotation: Any) -> Any:
     """Strip Optional/Union down to the one model or container inside, if any."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
+            while typing.get_origin(arg) is typing.Annotated:
+                arg = typing.get_args(arg)[0]
             if _is_model(arg) or typing.get_origin(arg) in (dict, list):
                 return arg
     return annotation
