@@ -2,30 +2,13 @@
 only as far as doing it again is harmless; no trial is made twice, no tell fails on its own first try."""
 
 import time
-from types import SimpleNamespace
 
 import pytest
 from optuna.trial import TrialState
 
 from harness.execution import claims, run_queue
-from harness.execution import storage as run_storage
 from harness.files import LOST_ANSWER_AT_ENV
-from harness.study.spec import RunConfig
-
-GROUP = ["tensorflow", True, True, 0, 0, False]
-
-
-def fake_runs(*keys: str) -> list:
-    return [SimpleNamespace(run_key=key, config=RunConfig()) for key in keys]
-
-
-@pytest.fixture
-def queue(tmp_path, monkeypatch):
-    for module in (run_queue, run_storage):
-        monkeypatch.setattr(module, "GRACE_S", 1)
-        monkeypatch.setattr(module, "HEARTBEAT_S", 1)
-    storage = run_queue.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    return run_queue.RunQueue.open(storage, "s", create=True)
+from tests.execution.queue_fakes import GROUP, fake_runs
 
 
 @pytest.fixture

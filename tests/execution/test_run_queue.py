@@ -11,24 +11,7 @@ from optuna.trial import TrialState
 from harness.commands.run import status_line
 from harness.errors import DiskWriteError, HarnessError
 from harness.execution import claims, run_queue, runner
-from harness.execution import storage as run_storage
-
-GROUP = ["tensorflow", True, True, 0, 0, False]
-
-
-def fake_runs(*keys: str) -> list:
-    from harness.study.spec import RunConfig
-
-    return [SimpleNamespace(run_key=key, config=RunConfig()) for key in keys]
-
-
-@pytest.fixture
-def queue(tmp_path, monkeypatch):
-    for module in (run_queue, run_storage):
-        monkeypatch.setattr(module, "GRACE_S", 1)
-        monkeypatch.setattr(module, "HEARTBEAT_S", 1)
-    storage = run_queue.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    return run_queue.RunQueue.open(storage, "s", create=True)
+from tests.execution.queue_fakes import GROUP, fake_runs
 
 
 def test_enqueue_skips_done_and_queued_runs(queue):
