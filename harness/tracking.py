@@ -205,7 +205,7 @@ def finish_child(client: Any, run_id: str, result: Any) -> None:
 
     now = int(time.time() * 1000)
     final = {"accuracy": result.accuracy, "loss": result.loss, "wall_time_s": result.wall_time_s,
-             "cpu_time_s": result.cpu_time_s}
+             "cpu_time_s": result.cpu_time_s, "epochs_trained": len(result.history)}
     metrics = [Metric(key, float(value), now, 0) for key, value in final.items() if math.isfinite(value)]
     for row in result.history:
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s"):
@@ -214,6 +214,7 @@ def finish_child(client: Any, run_id: str, result: Any) -> None:
     tags = {
         "harness.failure_reason": result.failure_reason,
         "harness.weights_hash": result.weights_hash,
+        **({"harness.stopped": result.stopped} if result.stopped else {}),  # how plateau stages ended
         **{f"determinism.actual.{key}": str(value) for key, value in result.determinism.items()},
     }
     client.log_batch(run_id, metrics=metrics, tags=[RunTag(key, value) for key, value in tags.items()])
@@ -294,9 +295,8 @@ def environment_label(tags: dict[str, str]) -> str:
 
 
 def _design_columns(tags: dict[str, str]) -> dict[str, str]:
-    """`design`, `seed_block` and `role.<factor>` columns from a child's tags (absent on runs logged before them)."""
-    out = {column: tags[tag] for tag, column in (("harness.design", "design"), ("harness.seed_block", "seed_block"))
-           if tag in tags}
+    """`design`, `seed_block`, `stopped` and `role.<factor>` columns from a child's tags, where it has them."""
+    out = {col: tags[f"harness.{col}"] for col in ("design", "seed_block", "stopped") if f"harness.{col}" in tags}
     out.update({key.removeprefix("harness."): value for key, value in tags.items() if key.startswith("harness.role.")})
     return out
 

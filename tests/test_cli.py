@@ -77,6 +77,12 @@ CASES = {
     "unused pipeline, bad value": (
         lambda t: spec_file(t, "name: x\nbase: {pipelines: {spare: [{upscale: {factor: -2}}]}}"),
         "pipelines.spare[0].upscale.factor: -2 is out of range"),
+    "unknown key under a plateau": (
+        lambda t: spec_file(t, "name: x\nbase: {stages: {train: {epochs: {until: plateau, max: 9, paitence: 2}}}}"),
+        "base.stages.train.epochs.paitence: unknown key; allowed: max, min_delta, monitor, patience, until"),
+    "plateau patience not below max": (
+        lambda t: spec_file(t, "name: x\nbase: {stages: {train: {epochs: {until: plateau, max: 9, patience: 9}}}}"),
+        "base.stages.train.epochs: patience (9) must be below max (9)"),
     "run on a search spec": (
         lambda t: spec_file(t, "name: x\nsearch: {space: {model.filters: {type: int, low: 4, high: 8}}}"),
         "has a 'search' section: train it with `harness tune"),

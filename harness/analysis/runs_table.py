@@ -31,6 +31,7 @@ RESERVED_COLUMNS: tuple[str, ...] = (
     "design",
     "seed_block",
     "environment",
+    "stopped",  # how each stage ended where one may stop on a plateau (`name: plateau at 37/300 · ...`)
 )
 IGNORED_PREFIXES: tuple[str, ...] = ("metric.", "param.", "role.")
 ROLE_PREFIX = "role."
@@ -39,7 +40,7 @@ FINISHED = "FINISHED"
 ALLOWED_STATUS: tuple[str, ...] = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
 _FLOAT_COLUMNS = ("accuracy", "loss", "wall_time_s")
 _TEXT_COLUMNS = (
-    "environment",
+    "environment", "stopped",
     "run_key", "config_key", "failure_reason", "weights_hash", "predictions", "run_id", "run_name", "seed_block",
 )
 

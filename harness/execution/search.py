@@ -32,7 +32,7 @@ PROCESS_SETTINGS = ("backend", "determinism.op_determinism", "determinism.env_fl
                     "determinism.inter_op_threads", "determinism.tf32")
 OVERRIDES = run_queue.OVERRIDES  # the searched values as JSON (choices may be lists, which Optuna can't hold)
 EPOCHS = "epochs_trained"
-PLANNED = "epochs_planned"  # what the trial would have trained unpruned (epochs may be searched)
+PLANNED = "epochs_planned"  # what the trial trains unpruned (epochs may be searched; a plateau: at most max)
 SEED_OFFSET = 1  # re-evaluation seeds start here above the base seeds, so no re-run repeats the search's seeds
 
 
@@ -79,7 +79,8 @@ def make_sampler(spec: StudySpec, worker: int) -> Any:
 
 
 def planned_epochs(spec: StudySpec) -> int:
-    return sum(stage.epochs for stage in resolve_stages(spec.base))
+    """The base config's epochs, a plateau stage counted at its `max` (the pruners' resource and warmup)."""
+    return sum(stage.max_epochs for stage in resolve_stages(spec.base))
 
 
 def warmup_epochs(spec: StudySpec) -> int:
@@ -168,7 +169,9 @@ class Searcher:
 
         result = self.attached.train(trial, run, on_epoch=report)
         trial.set_user_attr(EPOCHS, len(result.history))
-        trial.set_user_attr(PLANNED, sum(stage.epochs for stage in run.stages))
+        # unpruned, a trial trains what it trained (a plateau stage may stop early); pruned, its stages' max bounds it
+        unpruned = len(result.history) if result.status != "PRUNED" else sum(s.max_epochs for s in run.stages)
+        trial.set_user_attr(PLANNED, unpruned)
         if result.status == "PRUNED":
             raise optuna.TrialPruned(result.failure_reason)
         if result.status != "FINISHED":

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from harness.errors import SpecError
 from harness.study import builders, pipeline
 from harness.study.roles import factor_role
-from harness.study.spec import SEED_SOURCES, RunConfig, StudySpec, describe_validation_error
+from harness.study.spec import SEED_SOURCES, Plateau, RunConfig, StudySpec, describe_validation_error
 
 MAX_IMAGE_SIZE = 224  # 2,000 images at 224 px are 400 MB as float32; beyond that a CPU study is hopeless
 
@@ -28,11 +28,23 @@ MAX_IMAGE_SIZE = 224  # 2,000 images at 224 px are 400 MB as float32; beyond tha
 @dataclass(frozen=True)
 class Stage:
     name: str
-    epochs: int
+    epochs: int | Plateau  # a fixed count, or a criterion that may end the stage before its `max`
     steps: tuple[pipeline.Step, ...]
 
+    @property
+    def plateau(self) -> Plateau | None:
+        """The stage's stopping criterion, None for a fixed count."""
+        return self.epochs if isinstance(self.epochs, Plateau) else None
+
+    @property
+    def max_epochs(self) -> int:
+        """Epochs the stage trains at most: its count or its criterion's `max` (what a cosine schedule spans)."""
+        return self.epochs.max if isinstance(self.epochs, Plateau) else self.epochs
+
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "epochs": self.epochs, "pipeline": pipeline.pipeline_to_raw(self.steps)}
+        """The stage in the resolved config; a criterion with every default filled in, so it enters the keys."""
+        epochs = self.plateau.model_dump(mode="json") if self.plateau else self.epochs
+        return {"name": self.name, "epochs": epochs, "pipeline": pipeline.pipeline_to_raw(self.steps)}
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ class TrainingConfig(Strict):
     batch_size: int = Field(64, ge=1, le=4096)
     learning_rate: float = Field(1e-3, gt=0.0)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    # cosine: the learning rate decays from `learning_rate` to 0 over all stages' epochs (one schedule per run)
+    # cosine: the learning rate decays from `learning_rate` to 0 over all stages' epochs (one schedule per run; a
+    # stage that stops on a plateau counts its `max`, so stopping early leaves the rate above 0)
     schedule: Literal["constant", "cosine"] = "constant"
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     # mixed precision only speeds up GPUs with tensor cores; on a CPU it is recorded but slower
@@ -75,9 +76,42 @@ class EvaluationConfig(Strict):
         return self
 
 
+class Plateau(Strict):
+    """A stage that ends when a training metric stops improving: `patience` epochs in a row without a gain larger
+    than `min_delta`, or at `max` epochs (`keras.callbacks.EarlyStopping`, harness.training.train).
+
+    The criterion reads the training loss or accuracy (Keras's mean over the epoch's training batches) and never
+    the images the run is scored on: a stop chosen where the scored fold looks best is chosen by the score itself
+    and biases it upward (docs/methods.md). Training loss is also all that `predict`'s fit on every row has, so a
+    stage ends by one rule in a study's folds and in the final model. The same config stops at the same epoch.
+    """
+
+    until: Literal["plateau"]
+    max: int = Field(ge=2, le=1000)  # what a cosine schedule spans, whether or not the stage stops before
+    patience: int = Field(ge=1, le=999)
+    monitor: Literal["loss", "accuracy"] = "loss"  # the training metric; no `val_*`: that is the scored fold
+    min_delta: float = Field(0.0, ge=0.0, le=1.0)  # a smaller change does not count as an improvement
+
+    @model_validator(mode="after")
+    def _can_stop_before_max(self) -> Plateau:
+        if self.patience >= self.max:
+            raise ValueError(f"patience ({self.patience}) must be below max ({self.max}), or the stage could never "
+                             "stop on a plateau; for a fixed count write `epochs: N`")
+        return self
+
+
+def _epochs_kind(value: Any) -> str:
+    return "criterion" if isinstance(value, dict | Plateau) else "count"
+
+
+# a stage's epochs: a fixed count, or {until: plateau, max, patience, ...}
+Epochs = Annotated[Annotated[Annotated[int, Field(ge=1, le=1000)], Tag("count")]
+                   | Annotated[Plateau, Tag("criterion")], Discriminator(_epochs_kind)]
+
+
 class StageDef(Strict):
     pipeline: str | list[Any] = Field(default_factory=list)
-    epochs: int = Field(3, ge=1, le=1000)
+    epochs: Epochs = 3
 
 
 class RunConfig(Strict):
@@ -109,6 +143,11 @@ class RunConfig(Strict):
                              f"'{self.backend}': 1")
         if self.execution.batch_seeds > 1 and self.training.precision != "float32":
             raise ValueError("execution.batch_seeds > 1 trains in float32; allowed with mixed precision: 1")
+        plateaus = [name for name in self.stage_order if isinstance(getattr(self.stages.get(name), "epochs", 0),
+                                                                    Plateau)]
+        if self.execution.batch_seeds > 1 and plateaus:
+            raise ValueError(f"execution.batch_seeds > 1 trains a batch's seeds for the same epochs; allowed with a "
+                             f"stage that stops on a plateau (stages.{plateaus[0]}.epochs): 1")
         return self
 
 
@@ -159,7 +198,8 @@ def _repeats_kind(value: Any) -> str:
     return "sequential" if isinstance(value, dict | SequentialRepeats) else "count"
 
 
-UNION_TAGS = ("count", "sequential")  # tags of the `repeats` union: not keys a user writes, left out of error paths
+# tags of the `repeats` and `epochs` unions: not keys a user writes, left out of error paths
+UNION_TAGS = ("count", "sequential", "criterion")
 Repeats = Annotated[Annotated[Annotated[int, Field(ge=1, le=1000)], Tag("count")]
                     | Annotated[SequentialRepeats, Tag("sequential")], Discriminator(_repeats_kind)]
 ReevalRepeats = Annotated[Annotated[Annotated[int, Field(ge=2, le=200)], Tag("count")]
@@ -287,8 +327,10 @@ def resolve_builders(spec: StudySpec, folder: Path) -> StudySpec:
 
 
 def describe_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """Pydantic's first error as one line: the dotted key path, the problem and what is allowed."""
-    first = err.errors()[0]
+    """Pydantic's first error as one line: the dotted key path, the problem and what is allowed. An unknown key
+    goes first: a misspelt required key (`paitence`) is also reported missing, and the typo is the news."""
+    errors = err.errors()
+    first = next((error for error in errors if error["type"] == "extra_forbidden"), errors[0])
     loc = [str(part) for part in first["loc"] if part not in UNION_TAGS]
     key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
     if first["type"] == "extra_forbidden":

@@ -107,10 +107,11 @@ def _replay(request: ReplayRequest, conn: Any) -> None:
         order_seed = train.stage_order_seed(run, stage_index)
         tracer.stage(images, labels[train_idx], order_seed)
         batches, steps = shuffled_batches(images, labels[train_idx], config.training.batch_size, order_seed,
-                                          stage.epochs)
-        model.fit(batches, steps_per_epoch=steps, epochs=epochs_done + stage.epochs, initial_epoch=epochs_done,
-                  shuffle=False, callbacks=[tracer], verbose=0)
-        epochs_done += stage.epochs
+                                          stage.max_epochs)
+        fitted = model.fit(batches, steps_per_epoch=steps, epochs=epochs_done + stage.max_epochs,
+                           initial_epoch=epochs_done, shuffle=False,
+                           callbacks=[tracer, *train.plateau_callbacks(stage)], verbose=0)
+        epochs_done += len(fitted.epoch)  # a plateau stage ends where the run's did
     conn.send(("end", tracer.step))
     _serve_commands(conn, model, None)
 

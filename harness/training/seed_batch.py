@@ -168,9 +168,10 @@ class Batch:
         device_labels = _on_device(labels)
         for stage_index, stage in enumerate(lead.stages):
             inputs = _on_device(model_inputs(self.models[0], self.images_for(stage), self.side))
-            orders = self._pad([self._stage_orders(run, train_rows, stage_index, stage.epochs)
+            # a fixed count: a stage that may stop on a plateau is refused with batch_seeds > 1 (spec.RunConfig)
+            orders = self._pad([self._stage_orders(run, train_rows, stage_index, stage.max_epochs)
                                 for run, (train_rows, _) in zip(self.runs, self.splits, strict=True)])
-            for epoch in range(stage.epochs):
+            for epoch in range(stage.max_epochs):
                 clock = time.perf_counter()
                 losses, accuracies = self._epoch([order[epoch] for order in orders], inputs, device_labels)
                 logits = self._logits(inputs)

@@ -46,6 +46,7 @@ class RunResult:
     predictions: pd.DataFrame | None = None
     determinism: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # the trained Keras model, kept only when asked (predict)
+    stopped: str = ""  # how each stage ended when one may stop on a plateau (`stage_end`), else empty
     out_of_memory: bool = False  # FAILED by an out-of-memory error: the queue may retry it (see runner)
 
 
@@ -132,8 +133,10 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
         return model_inputs(model, images, side) if rows is None else take_rows(inputs(images), rows)
 
     history: list[dict[str, Any]] = []
+    ends: list[str] = []
     for stage_index, stage in enumerate(run.stages):
         images = inputs(images_for(stage))
+        before = len(history)
         failure = _fit_stage(model, run, stage, stage_index, images, digits, train_idx, val_idx, history, on_epoch,
                              n_classes)
         if failure.startswith(PRUNED):
@@ -142,7 +145,9 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
                              wall_time_s=time.perf_counter() - started)
         if failure:
             return RunResult(run, "FAILED", failure, history=history, wall_time_s=time.perf_counter() - started)
+        ends.append(stage_end(stage, len(history) - before))
     measured = {"weights_hash": weights_hash(model), "history": history, "model": model if keep_model else None,
+                "stopped": " · ".join(ends) if any(stage.plateau for stage in run.stages) else "",
                 "determinism": {**determinism.read_back(run.config.determinism.xla), "model": model_source}}
     if len(val_idx) == 0:  # trained on every row (predict): nothing left to measure
         return RunResult(run, "FINISHED", wall_time_s=time.perf_counter() - started, **measured)
@@ -202,7 +207,7 @@ def _fit_stage(
     order_seed = stage_order_seed(run, stage_index)
     labels = targets(digits, run, n_classes)
     train, steps = shuffled_batches(take_rows(images, train_idx), labels[train_idx], run.config.training.batch_size,
-                                    order_seed, stage.epochs)
+                                    order_seed, stage.max_epochs)
     first_epoch = len(history)
     clock = {"start": time.perf_counter()}
     pruned: list[int] = []
@@ -229,12 +234,13 @@ def _fit_stage(
     model.fit(
         train,
         steps_per_epoch=steps,
-        epochs=first_epoch + stage.epochs,
+        epochs=first_epoch + stage.max_epochs,
         initial_epoch=first_epoch,
         validation_data=(take_rows(images, val_idx), labels[val_idx]) if len(val_idx) else None,
         validation_batch_size=512,
         shuffle=False,  # `shuffled_batches` shuffles, seeded by the data-order seed
-        callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record)],
+        callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record),
+                   *plateau_callbacks(stage)],
         verbose=0,
     )
     last_loss = history[-1]["loss"] if len(history) > first_epoch else math.nan
@@ -243,14 +249,41 @@ def _fit_stage(
     return f"{PRUNED} after epoch {pruned[0]}" if pruned else ""
 
 
+def plateau_callbacks(stage: Stage) -> list[Any]:
+    """Keras's EarlyStopping for a stage that ends on a plateau (none for a fixed count).
+
+    It reads `loss` or `accuracy`, the means over the epoch's training batches, never `val_*` (the scored fold:
+    spec.Plateau says why). The stage keeps its last epoch's weights (no `restore_best_weights`): the best epoch by
+    a training metric is no better choice for new images, and a rollback would pair earlier weights with the
+    optimizer's later state in the next stage.
+    """
+    import keras
+
+    plateau = stage.plateau
+    if plateau is None:
+        return []
+    mode = "min" if plateau.monitor == "loss" else "max"
+    return [keras.callbacks.EarlyStopping(monitor=plateau.monitor, min_delta=plateau.min_delta,
+                                          patience=plateau.patience, mode=mode)]
+
+
+def stage_end(stage: Stage, trained: int) -> str:
+    """How a stage that ran to its end ended: `name: plateau at 37/300` (stopped by its criterion), `name: max
+    300/300` (never reached a plateau), `name: fixed 12` (a count). Pruning and failures end the run instead."""
+    if stage.plateau is None:
+        return f"{stage.name}: fixed {trained}"
+    return f"{stage.name}: {'plateau at' if trained < stage.max_epochs else 'max'} {trained}/{stage.max_epochs}"
+
+
 def stage_order_seed(run: PlannedRun, stage_index: int) -> int:
     """The seed of a stage's data order: from the run's order seed, different for every stage."""
     return int(np.random.SeedSequence([run.seeds["order"], stage_index]).generate_state(1)[0] >> 1)
 
 
 def total_steps(run: PlannedRun, n_train: int) -> int:
-    """Optimizer steps over all stages: the span a cosine schedule decays over."""
-    return steps_per_epoch(n_train, run.config.training.batch_size) * sum(stage.epochs for stage in run.stages)
+    """Optimizer steps over all stages, a plateau stage's at its `max`: the span a cosine schedule decays over (so
+    a stage's rate at epoch e is the same whether or not it will stop early)."""
+    return steps_per_epoch(n_train, run.config.training.batch_size) * sum(stage.max_epochs for stage in run.stages)
 
 
 def make_optimizer(run: PlannedRun, steps: int) -> Any:

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from harness.analysis.selection import robust_selection
 from harness.commands.predict import chosen_config
 from harness.errors import SpecError
-from harness.execution.search import check_search, make_pruner, warmup_epochs
+from harness.execution.search import check_search, make_pruner, planned_epochs, warmup_epochs
 from harness.study.design import plan_runs
 from harness.study.spec import RunConfig, parse_spec
 
@@ -140,6 +140,12 @@ def test_no_trial_is_pruned_before_the_warmup_epochs(tmp_path, pruner, warmup, e
         assert first_pruned == expected
     else:  # Hyperband compares a trial only with its bracket's rung; whether it prunes depends on the bracket
         assert first_pruned is None or first_pruned >= expected
+
+
+def test_a_plateau_stage_counts_its_max_for_the_pruners(tmp_path):
+    """A stage that may stop early is planned at its `max` (Hyperband's resource); the warmup is a third of it."""
+    spec = parse_spec(SPEC.replace("epochs: 3", "epochs: {until: plateau, max: 30, patience: 5}"), tmp_path / "s.yaml")
+    assert planned_epochs(spec) == 30 and warmup_epochs(spec) == 10
 
 
 def test_model_args_of_a_user_model_are_searched_like_any_key(tmp_path):

@@ -159,3 +159,16 @@ def test_the_kernel_environment_is_part_of_the_run_key_not_the_config_key():
     assert [r.config_key for r in now] == [r.config_key for r in later]
     assert [r.run_key for r in now] == [r.run_key for r in plan_runs(study, "fp", 28, here)]
     assert set(here["tensorflow"]) >= {"tensorflow", "keras", "numpy", "python", "cpu_count", "cpu_model"}
+
+
+def test_a_plateau_criterion_is_part_of_the_run_s_identity():
+    """The criterion enters the resolved config, so each setting of it is its own configuration; a fixed count
+    keeps the resolved form (and keys) it had before criteria existed."""
+    runs = plan_runs(spec("factors: {stages.train.epochs: [30, {until: plateau, max: 30, patience: 5}, "
+                          "{until: plateau, max: 30, patience: 6}]}"), "fp")
+    assert len({run.config_key for run in runs}) == 3
+    fixed, plateau = runs[0].resolved()["stages"][0], runs[1].resolved()["stages"][0]
+    assert fixed == {"name": "train", "epochs": 30, "pipeline": []}
+    assert plateau["epochs"] == {"until": "plateau", "max": 30, "patience": 5, "monitor": "loss", "min_delta": 0.0}
+    assert [run.stages[0].max_epochs for run in runs] == [30, 30, 30]
+    assert runs[1].factors["stages.train.epochs"] == "max=30,patience=5,until=plateau"  # as written

@@ -65,3 +65,40 @@ def test_missing_spec_file():
 def test_shipped_studies_are_valid(path):
     spec = load_spec(path)
     assert spec.source_text and spec.name
+
+
+PLATEAU = "{until: plateau, max: 30, patience: 5}"
+
+
+def stage_spec(epochs: str, extra: str = "") -> str:
+    return f"name: x\nbase: {{{extra}stages: {{a: {{epochs: {epochs}}}}}, stage_order: [a]}}"
+
+
+def test_epochs_may_be_a_plateau_criterion_with_its_defaults_filled_in():
+    stage = parse_spec(stage_spec(PLATEAU), Path("s.yaml")).base.stages["a"]
+    assert stage.epochs.model_dump() == {"until": "plateau", "max": 30, "patience": 5, "monitor": "loss",
+                                         "min_delta": 0.0}
+    assert parse_spec(stage_spec("7"), Path("s.yaml")).base.stages["a"].epochs == 7
+
+
+@pytest.mark.parametrize("epochs, expected", [
+    ("{until: plateau, max: 30, patience: 5, patiense: 3}",
+     "base.stages.a.epochs.patiense: unknown key; allowed: max, min_delta, monitor, patience, until"),
+    ("{until: plateau, max: 10, patience: 10}", "base.stages.a.epochs: patience (10) must be below max (10)"),
+    ("{max: 30, patience: 5}", "base.stages.a.epochs.until: required key is missing"),
+    ("{until: converged, max: 30, patience: 5}", "base.stages.a.epochs.until: Input should be 'plateau'"),
+    ("{until: plateau, max: 5000, patience: 5}", "base.stages.a.epochs.max: Input should be less than or equal"),
+    # the scored fold is not a criterion: stopping where it looks best would bias the score upward
+    ("{until: plateau, max: 30, patience: 5, monitor: val_loss}", "base.stages.a.epochs.monitor: Input should be"),
+    ("{until: plateau, max: 30, patience: 5, min_delta: -0.1}", "base.stages.a.epochs.min_delta"),
+    ("0", "base.stages.a.epochs: Input should be greater than or equal to 1"),
+])
+def test_a_bad_plateau_criterion_names_its_key(epochs, expected):
+    assert expected in refusal(stage_spec(epochs))
+
+
+def test_seed_batches_refuse_a_stage_that_may_stop_on_its_own():
+    """A jax seed batch trains its seeds in lock step; each seed's plateau comes at its own epoch."""
+    message = refusal(stage_spec(PLATEAU, "backend: jax, execution: {batch_seeds: 4}, "))
+    assert "stops on a plateau (stages.a.epochs): 1" in message
+    parse_spec(stage_spec("3", "backend: jax, execution: {batch_seeds: 4}, "), Path("s.yaml"))

@@ -1,5 +1,7 @@
-"""Training options that change how a run learns: the learning-rate schedule and label smoothing."""
+"""Training options that change how a run learns: the learning-rate schedule, label smoothing, and stages that
+stop on a plateau of their training loss."""
 
+import math
 from dataclasses import replace
 from functools import partial
 
@@ -9,8 +11,9 @@ import pytest
 from harness.errors import DataError, DiskWriteError
 from harness.execution.prepared import prepare
 from harness.files import FULL_AT_ENV
-from harness.study.spec import EvaluationConfig, parse_spec
-from harness.training.train import split_indices, targets, total_steps, train_run
+from harness.study.design import Stage
+from harness.study.spec import EvaluationConfig, Plateau, parse_spec
+from harness.training.train import split_indices, stage_end, targets, total_steps, train_run
 
 SPEC = """
 name: train-options
@@ -91,3 +94,80 @@ def test_a_full_disk_under_the_preprocessing_cache_is_the_harness_s_error_not_a_
 
     failed = train_run(study.runs[0], study.data.ids, study.data.digits, model_error)  # the run's own: recorded
     assert failed.status == "FAILED" and failed.failure_reason.startswith("ValueError: Input 0 of layer")
+
+
+PLATEAU_SPEC = """
+name: plateau
+data: {source: digits}
+repeats: 1
+base:
+  model: {filters: 4, depth: 1, dense_units: 16}
+  training: {batch_size: 64, learning_rate: 0.01, schedule: cosine}
+  stages: {train: {pipeline: [], epochs: {until: plateau, max: 12, patience: 1, min_delta: 0.02}}}
+"""
+
+
+def stop_epoch(losses: list[float], patience: int, min_delta: float) -> int:
+    """Reference: the epoch after which `patience` epochs in a row gained no more than `min_delta` on the best."""
+    best, waited = math.inf, 0
+    for epoch, loss in enumerate(losses, start=1):
+        best, waited = (loss, 0) if loss < best - min_delta else (best, waited + 1)
+        if waited >= patience:
+            return epoch
+    return len(losses)
+
+
+@pytest.fixture(scope="module")
+def plateau_runs(tmp_path_factory):
+    """The bundled 8x8 digits trained twice in this process, one stage that stops on a plateau (8 s, 2 cores)."""
+    folder = tmp_path_factory.mktemp("plateau")
+    study = prepare(parse_spec(PLATEAU_SPEC, folder / "s.yaml"))
+    images_for = partial(study.data.images_for, cache_dir=folder)
+    return study, [train_run(study.runs[0], study.data.ids, study.data.digits, images_for) for _ in range(2)]
+
+
+def test_a_plateau_stage_stops_where_its_training_loss_stops_improving(plateau_runs):
+    _, (result, _) = plateau_runs
+    assert result.status == "FINISHED", result.failure_reason
+    trained = len(result.history)
+    assert 2 <= trained < 12, "the stage should stop on its plateau, before its max"
+    assert trained == stop_epoch([row["loss"] for row in result.history], patience=1, min_delta=0.02)
+    assert result.stopped == f"train: plateau at {trained}/12"
+
+
+def test_the_same_config_stops_at_the_same_epoch_with_the_same_weights(plateau_runs):
+    _, (first, second) = plateau_runs
+    assert (second.stopped, second.weights_hash) == (first.stopped, first.weights_hash)
+    assert second.determinism["model"] == "reused"  # and a reused compiled model stops as a fresh one did
+
+
+def test_a_cosine_schedule_spans_a_plateau_stage_s_max(plateau_runs, tmp_path):
+    """The schedule is fixed before training: a stage that stops early leaves its rate where it was."""
+    study, _ = plateau_runs
+    run = study.runs[0]
+    assert total_steps(run, 1000) == 16 * 12
+    mixed = SPEC.format(schedule="cosine", smoothing=0).replace(
+        "epochs: 1}", "epochs: {until: plateau, max: 9, patience: 2}}")
+    assert total_steps(prepare(parse_spec(mixed, tmp_path / "s.yaml")).runs[0], 160) == 5 * (2 + 9)
+
+
+def test_stage_end_names_how_each_stage_ended():
+    plateau = Plateau(until="plateau", max=10, patience=2)
+    assert stage_end(Stage("a", plateau, ()), 6) == "a: plateau at 6/10"
+    assert stage_end(Stage("a", plateau, ()), 10) == "a: max 10/10"
+    assert stage_end(Stage("b", 4, ()), 4) == "b: fixed 4"
+
+
+def test_how_a_stage_ended_is_logged_and_shown_in_the_runs_table(plateau_runs, tmp_path):
+    from harness import tracking
+    from harness.analysis.runs_table import factor_columns
+
+    _, (result, _) = plateau_runs
+    client = tracking.connect(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = tracking.experiment_id(client, "plateau")
+    parent = tracking.study_parent(client, exp, "plateau", PLATEAU_SPEC)
+    run_id = tracking.start_child(client, exp, parent, result.run, {}, trial=0)
+    tracking.finish_child(client, run_id, result)
+    assert client.get_run(run_id).data.metrics["epochs_trained"] == len(result.history)
+    table = tracking.runs_table(client, exp)
+    assert table.loc[0, "stopped"] == result.stopped and "stopped" not in factor_columns(table)
