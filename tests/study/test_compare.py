@@ -94,3 +94,13 @@ def test_a_key_on_one_side_only_is_named_not_varied():
     found = {d.key: d for d in differences(a, b)}
     assert not found["augmentation.enabled"].varied and found["augmentation.enabled"].b is None
     assert plan_points(a, b, list(found.values()))[0] == {"A": {}}
+
+
+def test_a_run_that_stopped_on_a_plateau_is_retrained_with_its_criterion():
+    """explain re-trains a stored run from its resolved config: the criterion comes back, not a fixed count."""
+    from harness.study.compare import run_config
+    from harness.study.spec import Plateau
+
+    criterion = {"until": "plateau", "max": 30, "patience": 5, "monitor": "loss", "min_delta": 0.0}
+    config = run_config(record("A", stages=[{"name": "train", "epochs": criterion, "pipeline": []}]))
+    assert config.stages["train"].epochs == Plateau(**criterion)
