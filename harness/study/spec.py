@@ -113,6 +113,13 @@ class StageDef(Strict):
     pipeline: str | list[Any] = Field(default_factory=list)
     epochs: Epochs = 3
 
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _count_or_criterion(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `epochs: plateau` would otherwise read "not a valid integer"
+            raise ValueError("a number of epochs, or a criterion like {until: plateau, max: 300, patience: 15}")
+        return value
+
 
 class RunConfig(Strict):
     """One training's configuration before references (pipeline and stage names) are resolved."""

@@ -92,6 +92,7 @@ def test_epochs_may_be_a_plateau_criterion_with_its_defaults_filled_in():
     ("{until: plateau, max: 30, patience: 5, monitor: val_loss}", "base.stages.a.epochs.monitor: Input should be"),
     ("{until: plateau, max: 30, patience: 5, min_delta: -0.1}", "base.stages.a.epochs.min_delta"),
     ("0", "base.stages.a.epochs: Input should be greater than or equal to 1"),
+    ("plateau", "base.stages.a.epochs: a number of epochs, or a criterion like {until: plateau, max: 300"),
 ])
 def test_a_bad_plateau_criterion_names_its_key(epochs, expected):
     assert expected in refusal(stage_spec(epochs))

@@ -103,7 +103,10 @@ repeats: 1
 base:
   model: {filters: 4, depth: 1, dense_units: 16}
   training: {batch_size: 64, learning_rate: 0.01, schedule: cosine}
-  stages: {train: {pipeline: [], epochs: {until: plateau, max: 12, patience: 1, min_delta: 0.02}}}
+  stages:
+    first: {pipeline: [], epochs: {until: plateau, max: 12, patience: 1, min_delta: 0.02}}
+    then: {pipeline: [stretch], epochs: 1}
+  stage_order: [first, then]
 """
 
 
@@ -119,7 +122,8 @@ def stop_epoch(losses: list[float], patience: int, min_delta: float) -> int:
 
 @pytest.fixture(scope="module")
 def plateau_runs(tmp_path_factory):
-    """The bundled 8x8 digits trained twice in this process, one stage that stops on a plateau (8 s, 2 cores)."""
+    """The bundled 8x8 digits trained twice in this process, a stage that stops on a plateau and one more epoch
+    after it (8 s, 2 cores)."""
     folder = tmp_path_factory.mktemp("plateau")
     study = prepare(parse_spec(PLATEAU_SPEC, folder / "s.yaml"))
     images_for = partial(study.data.images_for, cache_dir=folder)
@@ -129,10 +133,12 @@ def plateau_runs(tmp_path_factory):
 def test_a_plateau_stage_stops_where_its_training_loss_stops_improving(plateau_runs):
     _, (result, _) = plateau_runs
     assert result.status == "FINISHED", result.failure_reason
-    trained = len(result.history)
+    first = [row for row in result.history if row["stage"] == "first"]
+    trained = len(first)
     assert 2 <= trained < 12, "the stage should stop on its plateau, before its max"
-    assert trained == stop_epoch([row["loss"] for row in result.history], patience=1, min_delta=0.02)
-    assert result.stopped == f"train: plateau at {trained}/12"
+    assert trained == stop_epoch([row["loss"] for row in first], patience=1, min_delta=0.02)
+    assert [row["epoch"] for row in result.history[trained:]] == [trained + 1]  # the next stage goes on from there
+    assert result.stopped == f"first: plateau at {trained}/12 · then: fixed 1"
 
 
 def test_the_same_config_stops_at_the_same_epoch_with_the_same_weights(plateau_runs):
@@ -145,7 +151,7 @@ def test_a_cosine_schedule_spans_a_plateau_stage_s_max(plateau_runs, tmp_path):
     """The schedule is fixed before training: a stage that stops early leaves its rate where it was."""
     study, _ = plateau_runs
     run = study.runs[0]
-    assert total_steps(run, 1000) == 16 * 12
+    assert total_steps(run, 1000) == 16 * (12 + 1)
     mixed = SPEC.format(schedule="cosine", smoothing=0).replace(
         "epochs: 1}", "epochs: {until: plateau, max: 9, patience: 2}}")
     assert total_steps(prepare(parse_spec(mixed, tmp_path / "s.yaml")).runs[0], 160) == 5 * (2 + 9)
