@@ -150,8 +150,8 @@ class RunConfig(Strict):
                              f"'{self.backend}': 1")
         if self.execution.batch_seeds > 1 and self.training.precision != "float32":
             raise ValueError("execution.batch_seeds > 1 trains in float32; allowed with mixed precision: 1")
-        plateaus = [name for name in self.stage_order if isinstance(getattr(self.stages.get(name), "epochs", 0),
-                                                                    Plateau)]
+        plateaus = [name for name in self.stage_order
+                    if name in self.stages and isinstance(self.stages[name].epochs, Plateau)]
         if self.execution.batch_seeds > 1 and plateaus:
             raise ValueError(f"execution.batch_seeds > 1 trains a batch's seeds for the same epochs; allowed with a "
                              f"stage that stops on a plateau (stages.{plateaus[0]}.epochs): 1")
