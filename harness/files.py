@@ -17,7 +17,7 @@ from typing import IO
 
 from harness.errors import DiskWriteError
 
-KILL_AT_ENV = "HARNESS_KILL_AT"  # crash tests: "point" or "point:marker-file" SIGKILLs this process once there
+KILL_AT_ENV = "HARNESS_KILL_AT"  # crash tests: "point" or "point:marker-file" (comma-separated) SIGKILLs once there
 OOM_AT_ENV = "HARNESS_OOM_AT"  # fault tests: the same form raises MemoryError there (every time without a marker)
 FULL_AT_ENV = "HARNESS_FULL_AT"  # fault tests: the same form raises OSError ENOSPC there, as a full disk does
 LOST_ANSWER_AT_ENV = "HARNESS_LOST_ANSWER_AT"  # fault tests: "call[:marker]": a run-storage call commits, then its
@@ -123,16 +123,20 @@ def answer_lost(call: str) -> bool:
 
 
 def _fires(variable: str, name: str) -> bool:
-    point, _, marker = os.environ.get(variable, "").partition(":")
-    if point != name:
-        return False
-    if marker:
+    """`variable` holds "point" or "point:marker-file", or several comma-separated, so one study can meet several
+    faults; a point with a marker fires once (the marker records it), one without fires every time."""
+    for entry in os.environ.get(variable, "").split(","):
+        point, _, marker = entry.partition(":")
+        if point != name:
+            continue
+        if not marker:
+            return True
         try:
             with open(marker, "x"):
-                pass
+                return True
         except FileExistsError:
             return False
-    return True
+    return False
 
 
 def absolute_sqlite_url(url: str, store: str) -> str:
