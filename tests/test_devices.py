@@ -95,3 +95,17 @@ def test_run_refuses_a_gpu_study_without_gpu(cli, tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "needs a GPU" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "mlruns").exists()  # refused before the store is opened
+
+
+def test_doctor_refuses_a_run_storage_in_a_missing_folder_as_run_does(tmp_path, monkeypatch):
+    """`run` refuses `--storage sqlite:////missing/q.db` (a typo must not start a study elsewhere); doctor said the
+    file "will be created". The default store folder (./mlruns) is still made when missing."""
+    from harness.commands.doctor import store_check
+
+    monkeypatch.chdir(tmp_path)
+    missing = store_check("storage", f"sqlite:///{tmp_path / 'nonexistent' / 'q.db'}")
+    assert not missing["ok"] and "no folder" in missing["detail"] and "nonexistent" in missing["detail"]
+    assert store_check("storage", f"sqlite:///{tmp_path / 'q.db'}") | {"url": None} == {
+        "url": None, "ok": True, "detail": "will be created"}
+    assert store_check("storage", None)["ok"]  # ./mlruns/optuna.db: its folder is made
+    assert not (tmp_path / "nonexistent").exists() and not (tmp_path / "mlruns").exists()

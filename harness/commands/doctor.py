@@ -36,12 +36,18 @@ def doctor(args: argparse.Namespace) -> int:
 
 
 def store_check(kind: str, url: str | None) -> dict[str, Any]:
-    """Can the MLflow store / Optuna storage be reached? A SQLite file that does not exist yet is fine."""
+    """Can the MLflow store / Optuna storage be reached? A SQLite file that does not exist yet is fine; for the
+    run storage, only in a folder that exists (or ./mlruns), as `run` requires."""
     from harness import tracking
     from harness.errors import HarnessError
-    from harness.execution import run_queue
+    from harness.execution import run_queue, storage
 
     url = url or (tracking.default_uri() if kind == "tracking" else run_queue.default_storage())
+    if kind == "storage":
+        try:
+            storage.folder_must_exist(url)  # the rule `run` applies: a named SQLite file's folder is not made
+        except HarnessError as err:
+            return {"url": url, "ok": False, "detail": str(err)}
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         folder = next((p for p in [path, *path.parents] if p.exists()), Path("/"))

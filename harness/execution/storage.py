@@ -37,7 +37,7 @@ def open_storage(url: str | None, create: bool = True) -> Any:
     # heartbeats and stale-trial retry are marked experimental since Optuna 2.9 and are the documented way
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url is not None:
-        _folder_must_exist(url)  # a named store is never given a folder: a typo must not start a study elsewhere
+        folder_must_exist(url)  # a named store is never given a folder: a typo must not start a study elsewhere
     url = url or default_storage()
     if not create:
         from harness.tracking import must_exist
@@ -69,7 +69,7 @@ def probe_storage(url: str | None) -> None:
     accept a TCP connection within PROBE_TIMEOUT_S and then a login (wrong password, missing driver)."""
     if url is None:
         return
-    _folder_must_exist(url)
+    folder_must_exist(url)
     if _is_sqlite(url):
         return
     import socket
@@ -94,7 +94,7 @@ def probe_storage(url: str | None) -> None:
         _unreachable(url, err)
 
 
-def _folder_must_exist(url: str) -> None:
+def folder_must_exist(url: str) -> None:
     """A `sqlite:///` URL the user named: its folder must be there (a typo's folder was created, and the study
     trained there). The harness's own store folder (./mlruns, the default's) is the exception: it is made."""
     from harness.tracking import STORE_DIR
