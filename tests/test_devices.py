@@ -1,6 +1,7 @@
 """`doctor`: the one-line reason a GPU is missing, for each simulated machine, and study requirements via the CLI."""
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -70,21 +71,27 @@ def test_doctor_json_on_this_machine(cli, tmp_path):
     assert not (tmp_path / "mlruns").exists()  # doctor looks, it does not create stores
 
 
-def test_study_requirements_unmet_exit_2(cli, tmp_path):
+def test_study_requirements_unmet_exit_2(tmp_path, monkeypatch, capsys):
+    """In-process through the CLI's `main` (each doctor imports every backend: 10-20 s as a subprocess)."""
+    from harness.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "tensorflow"))  # doctor sets a default
     (tmp_path / "gpu.yaml").write_text("name: g\ndevice: gpu\n")
     (tmp_path / "torch.yaml").write_text("name: t\nfactors: {backend: [tensorflow, torch]}\n")
     (tmp_path / "ok.yaml").write_text("name: ok\nfactors: {backend: [tensorflow, jax]}\n")
-    ok = cli("doctor", "--study", "ok.yaml", timeout=300)
-    assert ok.returncode == 0 and "study 'ok': requirements met" in ok.stdout, ok.stderr
+    assert main(["doctor", "--study", "ok.yaml"]) == 0
+    out, err = capsys.readouterr()
+    assert "study 'ok': requirements met" in out, err
     for spec, expected in (("torch.yaml", "backend 'torch', which is not installed"),
                            ("gpu.yaml", "needs a GPU (device: gpu)")):
         if spec == "gpu.yaml" and nvidia_gpus():
             continue
-        done = cli("doctor", "--study", spec, timeout=300)
-        assert done.returncode == 2 and done.stderr.startswith("error: ") and expected in done.stderr
-        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-    unreachable = cli("doctor", "--tracking-uri", "http://127.0.0.1:9", timeout=300)
-    assert unreachable.returncode == 2 and "127.0.0.1:9" in unreachable.stderr
+        assert main(["doctor", "--study", spec]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+    assert main(["doctor", "--tracking-uri", "http://127.0.0.1:9"]) == 2
+    assert "127.0.0.1:9" in capsys.readouterr().err
 
 
 def test_run_refuses_a_gpu_study_without_gpu(cli, tmp_path):
