@@ -7,6 +7,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from harness.cli import main
 from tests.conftest import REPO
 
 QUICK = REPO / "studies" / "quick.yaml"
@@ -16,8 +17,21 @@ def store(tmp_path) -> MlflowClient:
     return MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
 
 
+@pytest.fixture
+def in_process(tmp_path, monkeypatch, capsys):
+    """`in_process("report", ...)`: the CLI's `main` in tmp_path (no interpreter and MLflow start-up): exit code,
+    stdout. Commands that train stay subprocesses (`cli`), as a user runs them."""
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args: str) -> tuple[int, str]:
+        code = main(list(args))
+        return code, capsys.readouterr().out
+
+    return call
+
+
 @pytest.mark.slow
-def test_quick_study_lands_in_mlflow_and_reruns_add_nothing(tmp_path, cli):
+def test_quick_study_lands_in_mlflow_and_reruns_add_nothing(tmp_path, cli, in_process):
     shutil.copy(QUICK, tmp_path / "quick.yaml")
     first = cli("run", "quick.yaml", "--no-progress")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -53,18 +67,15 @@ def test_quick_study_lands_in_mlflow_and_reruns_add_nothing(tmp_path, cli):
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(client.search_runs([experiment.experiment_id])) == 7
 
-    report = cli("report", "quick.yaml", "--delta-pp", "2")
-    assert report.returncode == 0, report.stderr[-3000:]
-    assert "augmentation.enabled" in report.stdout
+    code, out = in_process("report", "quick.yaml", "--delta-pp", "2")
+    assert code == 0 and "augmentation.enabled" in out
     report_md = (tmp_path / "reports/quick/report.md").read_text()
     assert report_md.removeprefix("# Study 'quick'\n\n").startswith("## Verdict")
     parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/report.md", "report/report.json"} <= parent_artifacts
 
-    export = cli("export", "quick", "--out", "out/runs.csv")
-    assert export.returncode == 0, export.stderr[-3000:]
-    from_table = cli("report", "--runs", "out/runs.csv", "--out", "table-report")
-    assert from_table.returncode == 0, from_table.stderr[-3000:]
+    assert in_process("export", "quick", "--out", "out/runs.csv")[0] == 0
+    assert in_process("report", "--runs", "out/runs.csv", "--out", "table-report")[0] == 0
     assert (tmp_path / "table-report/flipped.png").exists() is False  # no images without the spec
     assert (tmp_path / "table-report/churn.png").exists()
 
@@ -83,7 +94,7 @@ factors:
 
 
 @pytest.mark.slow
-def test_diverging_run_is_recorded_failed_and_the_study_goes_on(tmp_path, cli):
+def test_diverging_run_is_recorded_failed_and_the_study_goes_on(tmp_path, cli, in_process):
     (tmp_path / "d.yaml").write_text(DIVERGING)
     done = cli("run", "d.yaml", "--no-progress")
     assert done.returncode == 1, done.stderr[-3000:]  # a failed training: exit 1, its reason on stderr
@@ -103,9 +114,8 @@ def test_diverging_run_is_recorded_failed_and_the_study_goes_on(tmp_path, cli):
     edited = DIVERGING.replace("[0.01, 1.0e+12]", "[0.01, 0.02]").replace("repeats: 1", "repeats: 2")
     (tmp_path / "d.yaml").write_text(edited)
     assert cli("run", "d.yaml", "--no-progress").returncode == 0
-    report = cli("report", "d.yaml")
-    assert report.returncode == 0, report.stderr[-3000:]
-    assert "1 run(s) of earlier versions of the spec left out" in report.stdout
+    code, out = in_process("report", "d.yaml")
+    assert code == 0 and "1 run(s) of earlier versions of the spec left out" in out
     assert len((tmp_path / "reports/diverging/runs.csv").read_text().strip().splitlines()) == 1 + 4
     parent = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'study'")[0]
     assert (tmp_path / client.download_artifacts(parent.info.run_id, "study.yaml", str(tmp_path))).read_text() == edited
@@ -124,7 +134,7 @@ factors:
 
 
 @pytest.mark.slow
-def test_backend_is_a_factor_each_run_in_its_own_process(tmp_path, cli):
+def test_backend_is_a_factor_each_run_in_its_own_process(tmp_path, cli, in_process):
     pytest.importorskip("jax")
     (tmp_path / "b.yaml").write_text(BACKENDS)
     done = cli("run", "b.yaml", "--no-progress")
@@ -139,5 +149,5 @@ def test_backend_is_a_factor_each_run_in_its_own_process(tmp_path, cli):
         for r in runs
     }
     assert actual == {("tensorflow", "tensorflow", "tensorflow"), ("jax", "jax", "jax")}
-    report = cli("report", "b.yaml")
-    assert report.returncode == 0 and "backend" in (tmp_path / "reports/backends/report.md").read_text()
+    assert in_process("report", "b.yaml")[0] == 0
+    assert "backend" in (tmp_path / "reports/backends/report.md").read_text()
