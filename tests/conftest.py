@@ -30,6 +30,22 @@ def cli(tmp_path):
 
 
 @pytest.fixture
+def in_process(tmp_path, monkeypatch, capsys):
+    """`in_process("report", ...)`: the CLI's `main` in tmp_path (or `cwd=`), without an interpreter's and
+    MLflow's start-up: (exit code, stdout, stderr). Commands that train stay subprocesses (`cli`), as users run
+    them; commands that only read the stores or refuse input can run here."""
+    from harness.cli import main
+
+    def call(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+        monkeypatch.chdir(cwd or tmp_path)
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+@pytest.fixture
 def real_train_csv() -> Path:
     path = SHARED_DATA / "train.csv.gz"
     if not path.exists():

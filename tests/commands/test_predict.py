@@ -33,7 +33,7 @@ base:
 
 
 @pytest.mark.slow
-def test_predict_without_a_run_trains_on_all_rows_registers_and_serves(tmp_path, cli):
+def test_predict_without_a_run_trains_on_all_rows_registers_and_serves(tmp_path, cli, in_process):
     (tmp_path / "studies").mkdir()
     (tmp_path / "studies/tiny.yaml").write_text(TINY)
     assert cli("data", "synth", "--out", "synth", "--n", "60", "--n-test", "40").returncode == 0
@@ -63,12 +63,11 @@ def test_predict_without_a_run_trains_on_all_rows_registers_and_serves(tmp_path,
 
     bad = tmp_path / "bad.csv"
     test.drop(columns=["letter"]).to_csv(bad, index=False)
-    refused = cli("predict", "tiny", "--data", "bad.csv", "--out", "sub3.csv")
-    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "letter" in refused.stderr
+    code, _, err = in_process("predict", "tiny", "--data", "bad.csv", "--out", "sub3.csv")
+    assert code == 2 and err.count("\n") == 1 and "letter" in err
     assert not (tmp_path / "sub3.csv").exists()
-    unknown = cli("predict", "--study", "nope", "--data", "synth/test.csv", "--out", "sub4.csv")
-    assert unknown.returncode == 2 and "no study named 'nope'" in unknown.stderr
-    assert "studies/nope.yaml" in unknown.stderr
+    code, _, err = in_process("predict", "--study", "nope", "--data", "synth/test.csv", "--out", "sub4.csv")
+    assert code == 2 and "no study named 'nope'" in err and "studies/nope.yaml" in err
 
 
 def _serve_and_ask(workdir, store: str, rows: pd.DataFrame) -> list[dict]:

@@ -7,7 +7,6 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from harness.cli import main
 from tests.conftest import REPO
 
 QUICK = REPO / "studies" / "quick.yaml"
@@ -16,18 +15,6 @@ QUICK = REPO / "studies" / "quick.yaml"
 def store(tmp_path) -> MlflowClient:
     return MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
 
-
-@pytest.fixture
-def in_process(tmp_path, monkeypatch, capsys):
-    """`in_process("report", ...)`: the CLI's `main` in tmp_path (no interpreter and MLflow start-up): exit code,
-    stdout. Commands that train stay subprocesses (`cli`), as a user runs them."""
-    monkeypatch.chdir(tmp_path)
-
-    def call(*args: str) -> tuple[int, str]:
-        code = main(list(args))
-        return code, capsys.readouterr().out
-
-    return call
 
 
 @pytest.mark.slow
@@ -67,7 +54,7 @@ def test_quick_study_lands_in_mlflow_and_reruns_add_nothing(tmp_path, cli, in_pr
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(client.search_runs([experiment.experiment_id])) == 7
 
-    code, out = in_process("report", "quick.yaml", "--delta-pp", "2")
+    code, out, _ = in_process("report", "quick.yaml", "--delta-pp", "2")
     assert code == 0 and "augmentation.enabled" in out
     report_md = (tmp_path / "reports/quick/report.md").read_text()
     assert report_md.removeprefix("# Study 'quick'\n\n").startswith("## Verdict")
@@ -114,7 +101,7 @@ def test_diverging_run_is_recorded_failed_and_the_study_goes_on(tmp_path, cli, i
     edited = DIVERGING.replace("[0.01, 1.0e+12]", "[0.01, 0.02]").replace("repeats: 1", "repeats: 2")
     (tmp_path / "d.yaml").write_text(edited)
     assert cli("run", "d.yaml", "--no-progress").returncode == 0
-    code, out = in_process("report", "d.yaml")
+    code, out, _ = in_process("report", "d.yaml")
     assert code == 0 and "1 run(s) of earlier versions of the spec left out" in out
     assert len((tmp_path / "reports/diverging/runs.csv").read_text().strip().splitlines()) == 1 + 4
     parent = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'study'")[0]

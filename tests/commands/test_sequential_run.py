@@ -31,7 +31,7 @@ factors:
 """
 
 
-def test_sequential_digits_study(tmp_path):
+def test_sequential_digits_study(tmp_path, in_process):
     shutil.copytree(REPO / "studies" / "models", tmp_path / "models")
     (tmp_path / "seq.yaml").write_text(SPEC)
     done = run_cli("run", "seq.yaml", "--no-progress", cwd=tmp_path)
@@ -60,15 +60,15 @@ def test_sequential_digits_study(tmp_path):
     assert "round 3: stopped:" in again.stderr
     assert len(client.search_runs([exp], "tags.`harness.role` = 'training'")) == 11
 
-    report = run_cli("report", "seq.yaml", cwd=tmp_path)
-    assert report.returncode == 0, report.stderr[-3000:]
+    code, report, _ = in_process("report", "seq.yaml")
+    assert code == 0
     seq = json.loads((tmp_path / "reports" / "seq-digits" / "report.json").read_text())["sequential"]
     by = {c["factor"]: c for c in seq["comparisons"]}
     assert by["training.learning_rate"]["state"] == "effect"
     assert by["model.args.dropout"]["state"] in ("no_effect", "open")
     assert seq["state"] == tags["harness.sequential.state"]
-    used = report.stdout.split("Seeds per level: ")[1].split(".\n")[0]
+    used = report.split("Seeds per level: ")[1].split(".\n")[0]
     assert {part.split(": ")[0]: set(part.split(": ")[1].split(", ")) for part in used.split("; ")} == {
         "training.learning_rate": {"0.005 4", "1e-05 3"}, "model.args.dropout": {"0.1 4", "0.1001 4"}}
     assert ("every comparison is settled (2 of 2)" if seq["state"] == "settled"
-            else "stopped at the maximum of 4 seeds with 1 of 2 comparison(s) still open") in report.stdout
+            else "stopped at the maximum of 4 seeds with 1 of 2 comparison(s) still open") in report

@@ -84,7 +84,7 @@ def test_listed_design_runs_each_point_with_its_name(tmp_path):
     assert runs[0].seeds == runs[2].seeds  # replicate r shares its seeds across candidates: paired comparison
 
 
-def test_tune_with_two_workers_end_to_end(tmp_path, cli):
+def test_tune_with_two_workers_end_to_end(tmp_path, cli, in_process):
     """Two worker processes draw trials from one Optuna storage under Hyperband: each trial trains once, none is
     lost; the seed-robust pick is recorded in MLflow, where `predict` finds it."""
     # 5 trials of 3 epochs: Hyperband must leave at least top_k = 2 complete (4 of 2 epochs once left 1)
@@ -100,10 +100,10 @@ def test_tune_with_two_workers_end_to_end(tmp_path, cli):
     assert result["search"]["running"] == result["search"]["waiting"] == 0
     assert result["pruning"]["epochs_trained"] <= result["pruning"]["epochs_without_pruning"] == 3 * searched
     assert [c["n"] for c in result["candidates"]] == [2, 2]
-    status = cli("status", "tq")
+    code, status, _ = in_process("status", "tq")
     pruned = result["search"]["pruned"]
-    assert status.returncode == 0 and f"{result['search']['complete']} done" in status.stdout
-    assert (f"{pruned} pruned" in status.stdout) == (pruned > 0) and "0 killed" in status.stdout
+    assert code == 0 and f"{result['search']['complete']} done" in status
+    assert (f"{pruned} pruned" in status) == (pruned > 0) and "0 killed" in status
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}")
     exp = client.get_experiment_by_name("tq")
