@@ -73,6 +73,7 @@ data: {source: synthetic, n: 200, seed: 0}
 repeats: 1
 base:
   model: {filters: 4, depth: 1, dense_units: 8}
+  determinism: {intra_op_threads: 1, inter_op_threads: 1}
   training: {optimizer: sgd, learning_rate: 0.01}
   stages: {train: {pipeline: [], epochs: 2}}
 factors:
@@ -114,6 +115,7 @@ data: {source: synthetic, n: 200, seed: 0}
 repeats: 2
 base:
   model: {filters: 4, depth: 1, dense_units: 8}
+  determinism: {intra_op_threads: 1, inter_op_threads: 1}
   stages: {train: {pipeline: [], epochs: 1}}
 factors:
   backend: [tensorflow, jax]

@@ -1,5 +1,6 @@
-"""End to end with the user's model and data: `run` over `model.args`, bad builders refused before
-anything is stored, and the README's digits example giving the same weights in two fresh processes."""
+"""End to end with the user's model and data: bad builders refused before anything is stored, and the README's
+digits example (a class folder) giving the same weights in two fresh processes. `run` over `model.args` as a
+factor: tests/commands/test_sequential_run.py; searching them: test_search.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from tests.conftest import REPO
 
@@ -37,6 +37,7 @@ repeats: 1
 data: {{source: folder, path: shapes}}
 base:
   model: {{builder: net.py:{function}, args: {{width: 4}}}}
+  determinism: {{intra_op_threads: 1, inter_op_threads: 1}}
   evaluation: {{val_fraction: 0.35}}
   stages: {{train: {{pipeline: [], epochs: 1}}}}
 """
@@ -72,22 +73,6 @@ def test_builders_that_fail_are_refused_before_anything_is_stored(user_study, cl
     assert done.returncode == 2, done.stderr[-2000:]
     assert "returned str; allowed: a Keras 3 model" in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
     assert not (user_study / "mlruns").exists()
-
-
-@pytest.mark.slow
-def test_model_args_as_factors_in_run(user_study, cli):
-    """Two widths, two trainings, each logged with its args and builder (searching them: test_search.py)."""
-    (user_study / "run.yaml").write_text(SPEC.format(name="ua", function="build")
-                                         + "factors:\n  model.args.width: [2, 4]\n")
-    done = cli("run", "run.yaml", "--no-progress")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "2/2 runs finished" in done.stdout and "model.args.width" in done.stdout
-    client = MlflowClient(tracking_uri=f"sqlite:///{user_study / 'mlruns/mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("ua").experiment_id])
-    children = [r for r in runs if r.data.tags.get("harness.role") != "study"]
-    assert sorted(r.data.params["model.args.width"] for r in children) == ["2", "4"]
-    assert {r.data.params["model.builder"] for r in children} == {"net.py:build"}
-
 
 
 @pytest.mark.slow

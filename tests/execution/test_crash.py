@@ -21,6 +21,7 @@ data: {source: synthetic, n: 200, seed: 0}
 repeats: 2
 base:
   model: {filters: 4, depth: 1, dense_units: 8}
+  determinism: {intra_op_threads: 1, inter_op_threads: 1}
   stages: {train: {pipeline: [stretch], epochs: 2}}
 """
 

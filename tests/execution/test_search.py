@@ -48,7 +48,9 @@ def test_real_winner_is_confirmed():
 
 SPEC = """name: tq
 data: {n: 300}
-base: {stages: {train: {pipeline: [], epochs: 3}}}
+base:
+  determinism: {intra_op_threads: 1, inter_op_threads: 1}
+  stages: {train: {pipeline: [], epochs: 3}}
 search:
   n_trials: 6
   top_k: 2
