@@ -76,8 +76,8 @@ def test_builders_that_fail_are_refused_before_anything_is_stored(user_study, cl
 
 
 @pytest.mark.slow
-def test_readme_digits_example_gives_identical_weights_in_fresh_processes(tmp_path, cli):
-    assert cli("data", "digits", "--out", "data/digits").returncode == 0
+def test_readme_digits_example_gives_identical_weights_in_fresh_processes(tmp_path, in_process):
+    assert in_process("data", "digits", "--out", "data/digits")[0] == 0
     assert len(list((tmp_path / "data/digits/7").glob("*.png"))) == 179
     shutil.copytree(REPO / "studies/models", tmp_path / "studies/models")
     text = (REPO / "studies/digits.yaml").read_text()
@@ -94,7 +94,7 @@ def test_readme_digits_example_gives_identical_weights_in_fresh_processes(tmp_pa
 
 
 @pytest.mark.slow
-def test_doctor_warns_about_a_builder_that_ignores_seeds(user_study, cli):
+def test_doctor_warns_about_a_builder_that_ignores_seeds(user_study, in_process):
     unseeded = NET + '''
 
 def unseeded(input_shape, n_classes, args, seeds):
@@ -103,9 +103,9 @@ def unseeded(input_shape, n_classes, args, seeds):
 '''
     (user_study / "net.py").write_text(unseeded)
     (user_study / "u.yaml").write_text(SPEC.format(name="u", function="unseeded"))
-    done = cli("doctor", "--study", "u.yaml")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "warning: model.builder" in done.stdout and "two builds with the same seeds differ" in done.stdout
+    code, out, err = in_process("doctor", "--study", "u.yaml")
+    assert code == 0, err[-2000:]
+    assert "warning: model.builder" in out and "two builds with the same seeds differ" in out
     (user_study / "s.yaml").write_text(SPEC.format(name="s", function="build"))
-    seeded = cli("doctor", "--study", "s.yaml")
-    assert seeded.returncode == 0 and "two builds" not in seeded.stdout
+    code, out, _ = in_process("doctor", "--study", "s.yaml")
+    assert code == 0 and "two builds" not in out

@@ -57,29 +57,26 @@ def study_dir(tmp_path):
 
 
 @pytest.mark.slow
-def test_workers_killed_at_each_point_of_a_run_are_replaced_and_every_run_finishes_once(study_dir):
-    """One study of 4 runs, 2 workers, a SIGKILL at each point once:
-    - right after a claim, before the first heartbeat: the trial must go stale like any dead worker's (it hung
-      `run` for ever while the first heartbeat came after the claim);
-    - during epoch 1 and while logging to MLflow: the run stays visible as KILLED and is trained again;
-    - between MLflow's FINISHED and the queue's COMPLETE: the retried trial finds the logged run, trains nothing.
-    Each dead worker is replaced; each killed trial fails stale and is retried."""
-    points = ("claimed", "epoch", "logging", "finished")
+def test_killed_at_each_point_of_a_study_resumes_and_every_run_finishes_once(study_dir):
+    """A SIGKILL at each point once, in one study of 4 runs:
+    - the command itself, while it writes the preprocessing cache: the rerun resumes; the killed write's temp
+      file is left behind and never read;
+    - a worker right after its claim, before the first heartbeat: the trial must go stale like any dead worker's
+      (it hung `run` for ever while the first heartbeat came after the claim);
+    - a worker during epoch 1 and while logging to MLflow: the run stays visible as KILLED and is trained again;
+    - a worker between MLflow's FINISHED and the queue's COMPLETE: the retried trial finds the logged run and
+      trains nothing.
+    Each dead worker is replaced (2 workers); each killed trial fails stale and is retried."""
     (study_dir / "crash.yaml").write_text(SPEC.replace("repeats: 2", "repeats: 4"))
+    killed = run_killed_once(study_dir, "atomic-write")
+    assert killed.returncode == -9 and (study_dir / "fired-atomic-write").exists()
+
+    points = ("claimed", "epoch", "logging", "finished")
     done = run_killed_once(study_dir, *points, extra=("--workers", "2"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert [point for point in points if not (study_dir / f"fired-{point}").exists()] == [], "points never reached"
     assert "4/4 runs finished" in done.stdout
     assert_each_run_finished_once(study_dir, runs=4, killed=2, failed_trials=4)
-
-
-@pytest.mark.slow
-def test_killed_while_writing_the_cache_then_resumed(study_dir):
-    killed = run_killed_once(study_dir, "atomic-write")
-    assert killed.returncode == -9 and (study_dir / "fired-atomic-write").exists()
-    resumed = run_cli("run", "crash.yaml", "--no-progress", cwd=study_dir, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_each_run_finished_once(study_dir)
     cache = study_dir / "mlruns/cache"
     assert len(list(cache.rglob(".*.tmp"))) == 1  # the killed write's temp file: left behind, never read
     entries = list(cache.rglob("*.npy"))
