@@ -30,16 +30,20 @@ def run_study(study: Study, client: Any, storage: Any, count: int = 1, progress:
     warm_cache(study, study.runs)  # before the store is touched: a preprocessing error leaves nothing behind
     queue = run_queue.RunQueue.open(storage, study.spec.name, create=True, kind=run_queue.KIND_RUN)
     exp_id, parent_id = workers.publish(queue, study.spec, study.data, client, study.environments)
+
+    def enqueue(runs: list[PlannedRun]) -> int:
+        return queue.enqueue(runs, tracking.completed_run_keys(client, exp_id))
+
+    def drain_queue(total: int) -> None:
+        drain(queue, storage.url, client, count, total=total, progress=progress)
+
     try:
         if study.spec.sequential:  # seeds in rounds until every comparison is settled (execution.rounds)
-            rounds.train_in_rounds(
-                study.runs, study.spec, client, exp_id, parent_id,
-                enqueue=lambda runs: queue.enqueue(runs, tracking.completed_run_keys(client, exp_id)),
-                drain=lambda total: drain(queue, storage.url, client, count, total=total, progress=progress),
-                workers=count)
+            rounds.train_in_rounds(study.runs, study.spec, client, exp_id, parent_id, enqueue=enqueue,
+                                   drain=drain_queue, workers=count)
         else:
-            queue.enqueue(study.runs, tracking.completed_run_keys(client, exp_id))
-            drain(queue, storage.url, client, count, total=len(study.runs), progress=progress)
+            enqueue(study.runs)
+            drain_queue(len(study.runs))
     except BaseException as err:  # the parent must not stay RUNNING after an interrupt or a dead worker
         tracking.finish_parent(client, parent_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
