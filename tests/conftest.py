@@ -19,6 +19,17 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
     )
 
 
+def run_study(root: Path, spec: str, experiment: str) -> tuple:
+    """`harness run SPEC` in `root` as a user runs it, then its store: (MlflowClient, the training runs)."""
+    from mlflow import MlflowClient
+
+    done = run_cli("run", spec, "--no-progress", cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment).experiment_id
+    return client, client.search_runs([exp], "tags.`harness.role` = 'training'")
+
+
 @pytest.fixture
 def cli(tmp_path):
     """`cli("run", "spec.yaml")` runs `python -m harness ...` inside tmp_path."""

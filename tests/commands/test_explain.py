@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from harness.cli import main
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("explain")]
 
@@ -24,18 +23,15 @@ def study(tmp_path_factory):
     # studies/learning-rate.yaml, the README's example: one at a time from lr 0.005 with a fresh init seed per
     # replicate: lr 0.0003 (a large effect) and `fresh: []` (two identically configured, so bit-identical, runs)
     shutil.copy(REPO / "studies" / "learning-rate.yaml", root / "lr.yaml")
-    done = run_cli("run", "lr.yaml", "--no-progress", cwd=root)
-    assert done.returncode == 0, done.stderr[-2000:]
-    client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("learning-rate").experiment_id
+    client, trained = run_study(root, "lr.yaml", "learning-rate")
     runs = {}
-    for run in client.search_runs([exp], "tags.`harness.role` = 'training'"):
+    for run in trained:
         tags = run.data.tags
         level = ("slow" if tags["factor.training.learning_rate"] == "0.0003"
                  else "same" if tags["factor.seeds.fresh"] == "none" else "base")
         runs[(level, int(tags["harness.replicate"]))] = run.info.run_id
     return {"root": root, "runs": runs, "client": client, "parent": client.search_runs(
-        [exp], "tags.`harness.role` = 'study'")[0].info.run_id}
+        [trained[0].info.experiment_id], "tags.`harness.role` = 'study'")[0].info.run_id}
 
 
 def explain_json(root: Path, out: str) -> dict:

@@ -10,10 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from harness.cli import main
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trace")]
 PLANTED = Path(__file__).parent / "planted"
@@ -24,12 +23,9 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("trace")
     shutil.copy(PLANTED / "builders.py", root / "builders.py")
     shutil.copy(PLANTED / "planted.yaml", root / "planted.yaml")
-    done = run_cli("run", "planted.yaml", "--no-progress", cwd=root)
-    assert done.returncode == 0, done.stderr[-2000:]
-    client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("planted").experiment_id
+    client, trained = run_study(root, "planted.yaml", "planted")
     runs = {}
-    for run in client.search_runs([exp], "tags.`harness.role` = 'training'"):
+    for run in trained:
         builder = run.data.params["model.builder"].split(":")[1]  # clean, head_from_os, jitter_from_os
         runs[(builder, int(run.data.tags["harness.replicate"]))] = run
     return {"root": root, "runs": runs, "client": client}
