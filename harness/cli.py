@@ -110,6 +110,8 @@ def _training_commands(commands: argparse._SubParsersAction) -> None:
                          "contest csv, or a folder of images, an .npz or a csv")
     predict.add_argument("--out", type=Path, required=True, help="CSV to write (id,label or id,digit)")
     predict.add_argument("--ensemble", type=int, default=1, help="average the softmax of K seeds (default 1)")
+    predict.add_argument("--workers", type=int, default=1, help="members trained side by side, one process "
+                         "each (default 1)")
     _stores(predict, storage=False)
 
 

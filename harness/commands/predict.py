@@ -51,6 +51,7 @@ class Chosen:
 def predict(args: argparse.Namespace) -> int:
     name, spec = study_argument(args)
     k = positive(args.ensemble, "--ensemble")
+    workers = positive(args.workers, "--workers")
     if spec is None and (STUDIES_DIR / f"{name}.yaml").is_file():
         spec = load_spec(STUDIES_DIR / f"{name}.yaml")
     uri = args.tracking_uri or (spec.tracking.uri if spec else None)
@@ -58,7 +59,7 @@ def predict(args: argparse.Namespace) -> int:
         client = tracking.connect(uri, create=False)
     else:
         client = None
-    result = predict_submission(client, name, spec, args.data, args.out, k, uri)
+    result = predict_submission(client, name, spec, args.data, args.out, k, uri, workers)
     trained = f"trained on all {result['trained_on']} labelled rows"
     trained = "loaded from MLflow" if result["reused_models"] else trained
     print(f"{result['rows']} predictions from {result['members']} model(s) ({trained}; config: "
@@ -105,7 +106,8 @@ def ensemble_members(chosen: Chosen, k: int, fingerprint: str, image_size: int =
     """K planned runs of one config on every labelled row, differing only in init, order, augment, dropout seeds."""
     fresh = [s for s in SEED_SOURCES if s != "split"]  # no split to vary: every row trains
     seeds = chosen.config.seeds.model_copy(update={"fresh": fresh})
-    config = chosen.config.model_copy(update={"seeds": seeds, "evaluation": EvaluationConfig(method="all"),
+    evaluation = EvaluationConfig(method="all", test_shifts=chosen.config.evaluation.test_shifts)
+    config = chosen.config.model_copy(update={"seeds": seeds, "evaluation": evaluation,
                                               "execution": ExecutionConfig()})  # trained one at a time
     stages = resolve_stages(config, image_size)
     return [make_run(chosen.spec.name, member, {}, config, effective_seeds(config, member), stages, fingerprint)
@@ -113,9 +115,11 @@ def ensemble_members(chosen: Chosen, k: int, fingerprint: str, image_size: int =
 
 
 def predict_submission(client: Any, study: str, spec: StudySpec | None, data_path: Path, out: Path,
-                       k: int, uri: str | None = None) -> dict[str, Any]:
+                       k: int, uri: str | None = None, workers: int = 1) -> dict[str, Any]:
     """Train (or load) the K-member ensemble, predict the file's images, write the answer, register the model.
-    `client` None: the store does not exist yet (the study has not run); it is created once the data is read."""
+    `client` None: the store does not exist yet (the study has not run); it is created once the data is read.
+    `workers`: members trained side by side (harness.execution.members)."""
+    from harness.execution.members import train_members
     from harness.training import determinism
     from harness.training.served import Ensemble
     from harness.training.sources import load_study_data
@@ -132,7 +136,8 @@ def predict_submission(client: Any, study: str, spec: StudySpec | None, data_pat
     determinism.configure_process(chosen.config.determinism, chosen.config.backend)
     stored = None if chosen.experiment_id is None else _stored_model(client, exp_id, key)
     if stored is None:
-        model = Ensemble(members[0].stages[-1].steps, k, form, _train_members(members, train))
+        model = Ensemble(members[0].stages[-1].steps, k, form, train_members(members, chosen.spec.data, workers, train),
+                         chosen.config.evaluation.test_shifts)
     else:
         model, model_uri = stored
     predicted = answer(target, model.probabilities(target), form)
@@ -144,22 +149,6 @@ def predict_submission(client: Any, study: str, spec: StudySpec | None, data_pat
     if stored is None:
         model_uri = _log(client, exp_id, key, model, request_frame(target, form), predicted, out, result)
     return {**result, "model_uri": model_uri}
-
-
-def _train_members(members: list[Any], train: Any) -> list[Any]:
-    from functools import partial
-
-    from harness.execution.prepared import CACHE_DIR
-    from harness.training.train import train_run
-
-    models = []
-    for member in members:
-        result = train_run(member, train.ids, train.digits, partial(train.images_for, cache_dir=CACHE_DIR),
-                           keep_model=True, side=train.side, n_classes=train.n_classes)
-        if result.status != "FINISHED":
-            raise HarnessError(f"ensemble member {member.replicate} failed to train: {result.failure_reason}")
-        models.append(result.model)
-    return models
 
 
 def _stored_model(client: Any, exp_id: str, key: str) -> tuple[Any, str] | None:

@@ -89,6 +89,8 @@ class PlannedRun:
         body = self.config.model_dump(mode="json", exclude={"pipelines", "stages", "stage_order", "seeds"})
         if self.config.execution.batch_seeds == 1:  # one run at a time: keys stay what they were before batching
             del body["execution"]
+        if not self.config.evaluation.test_shifts:  # and what they were before test-time shifts
+            del body["evaluation"]["test_shifts"]
         model = self.config.model
         if model.builder is None:  # the built-in CNN's keys stay what they were before user models existed
             del body["model"]["builder"], body["model"]["args"]

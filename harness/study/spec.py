@@ -68,6 +68,9 @@ class EvaluationConfig(Strict):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     k: int = Field(5, ge=2, le=50)
     fold: int = Field(0, ge=0)
+    # score (and predict) by the mean softmax over the image shifted by up to N whole pixels in x and y
+    # ((2N+1)² views; harness.training.test_shifts); 0: the image alone
+    test_shifts: int = Field(0, ge=0, le=3)
 
     @model_validator(mode="after")
     def _fold_in_range(self) -> EvaluationConfig:
@@ -155,6 +158,9 @@ class RunConfig(Strict):
         if self.execution.batch_seeds > 1 and plateaus:
             raise ValueError(f"execution.batch_seeds > 1 trains a batch's seeds for the same epochs; allowed with a "
                              f"stage that stops on a plateau (stages.{plateaus[0]}.epochs): 1")
+        if self.execution.batch_seeds > 1 and self.evaluation.test_shifts:
+            raise ValueError("execution.batch_seeds > 1 scores each lane's images unshifted; allowed with "
+                             "evaluation.test_shifts > 0: 1")
         return self
 
 

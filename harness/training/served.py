@@ -3,7 +3,8 @@
 A served model gets raw rows, not the preprocessed arrays its members trained on, so the pipeline's steps and
 the rows' format travel with it and run on every request: a contest study's `id,letter,0..783` rows answered
 with `id,digit`; an image study's `id`, side inputs and one column per pixel value answered with `id,label`
-(targets.py). The K members' softmax outputs are averaged: one model to serve, whatever K is.
+(targets.py). The K members' softmax outputs are averaged, each over the config's test-time shifts
+(`evaluation.test_shifts`): one model to serve, whatever K is.
 `mlflow models serve -m models:/STUDY/latest` answers a `dataframe_split` of such rows.
 """
 
@@ -31,16 +32,18 @@ class Ensemble(mlflow.pyfunc.PythonModel):
     """Members are Keras models; only their files are logged, the instance holds the steps, the member count and
     the row format."""
 
-    def __init__(self, steps: Sequence[Step], n_members: int, form: RowFormat, members: Sequence[Any] = ()):
+    def __init__(self, steps: Sequence[Step], n_members: int, form: RowFormat, members: Sequence[Any] = (),
+                 test_shifts: int = 0):
         self.steps, self.n_members, self.form = tuple(steps), n_members, form
-        self.members = list(members)
+        self.members, self.test_shifts = list(members), test_shifts
 
     def __getstate__(self) -> dict[str, Any]:  # members travel as artifacts, not in the pickle
-        return {"steps": self.steps, "n_members": self.n_members, "form": self.form}
+        return {"steps": self.steps, "n_members": self.n_members, "form": self.form, "test_shifts": self.test_shifts}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.steps, self.n_members, self.members = state["steps"], state["n_members"], []
         self.form = state.get("form", CONTEST_ROWS)
+        self.test_shifts = state.get("test_shifts", 0)  # registered before test-time shifts: none
 
     def load_context(self, context: Any) -> None:
         import keras
@@ -49,15 +52,14 @@ class Ensemble(mlflow.pyfunc.PythonModel):
                         for i in range(self.n_members)]
 
     def probabilities(self, target: Target) -> np.ndarray:
-        """Mean softmax of the members over the target's images (N × classes, float64)."""
-        from scipy.special import softmax
-
+        """Mean softmax of the members (each over its test-time shifts) on the target's images (N × classes)."""
+        from harness.training.test_shifts import mean_probabilities
         from harness.training.user_model import model_inputs
 
         images = preprocess.apply_pipeline(target.images, self.steps)
         x = model_inputs(self.members[0], images, target.side)  # a user model may take side inputs
-        logits = [member.predict(x, batch_size=512, verbose=0).astype(np.float64) for member in self.members]
-        return np.mean([softmax(z, axis=1) for z in logits], axis=0)
+        return np.mean([mean_probabilities(lambda v, m=member: m.predict(v, batch_size=512, verbose=0), x,
+                                           self.test_shifts) for member in self.members], axis=0)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         target = request_target(model_input, self.form)

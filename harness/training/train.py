@@ -25,6 +25,7 @@ from harness.study.spec import EvaluationConfig
 from harness.training import determinism, reuse
 from harness.training.batches import shuffled_batches, steps_per_epoch, take_rows
 from harness.training.model import N_CLASSES
+from harness.training.test_shifts import averaged_logits
 
 # Preprocessed images for a stage's pipeline, all rows of the data set, float32 N×H×W in [0, 1].
 ImagesFor = Callable[[Stage], np.ndarray]
@@ -152,7 +153,8 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
     if len(val_idx) == 0:  # trained on every row (predict): nothing left to measure
         return RunResult(run, "FINISHED", wall_time_s=time.perf_counter() - started, **measured)
     x_val = inputs(images_for(run.stages[-1]), val_idx)
-    logits = model.predict(x_val, batch_size=512, verbose=0)
+    logits = averaged_logits(lambda x: model.predict(x, batch_size=512, verbose=0), x_val,
+                             run.config.evaluation.test_shifts)
     predicted = logits.argmax(axis=1)
     loss = float(loss_function(targets(digits[val_idx], run, n_classes), logits))
     predictions = pd.DataFrame({"id": ids[val_idx], "label": digits[val_idx], "pred": predicted})

@@ -27,7 +27,7 @@ TINY = """name: tiny
 data: {source: synthetic, n: 200, seed: 0}
 base:
   model: {filters: 4, depth: 1, dense_units: 8}
-  evaluation: {method: kfold, k: 5, fold: 2}
+  evaluation: {method: kfold, k: 5, fold: 2, test_shifts: 1}
   stages: {train: {pipeline: [stretch], epochs: 1}}
 """
 
@@ -55,8 +55,9 @@ def test_predict_without_a_run_trains_on_all_rows_registers_and_serves(tmp_path,
     assert [int(v.version) for v in versions] == [1]  # the second call reused the first's model
     predict_run = mlflow.get_run(versions[0].run_id)
     assert predict_run.data.params["trained_on_rows"] == "200" and predict_run.data.params["ensemble"] == "2"
-    served = mlflow.pyfunc.load_model("models:/tiny/latest").predict(test.head(7))
-    assert served.to_dict("list") == submission.head(7).to_dict("list")
+    served_model = mlflow.pyfunc.load_model("models:/tiny/latest")
+    assert served_model.unwrap_python_model().test_shifts == 1  # served answers as the study scored: 9 views
+    assert served_model.predict(test.head(7)).to_dict("list") == submission.head(7).to_dict("list")
 
     answer = _serve_and_ask(tmp_path, store, test.head(5))
     assert answer == submission.head(5).to_dict("records")

@@ -1,0 +1,41 @@
+"""predict's members trained side by side in spawned processes are the members trained one after another here:
+the same weights, in member order, including a user model whose file the spawned process imports."""
+
+from harness.commands.predict import Chosen, ensemble_members
+from harness.execution.members import train_members
+from harness.study.spec import parse_spec
+from harness.training import determinism
+from harness.training.sources import load_study_data
+from harness.training.train import weights_hash
+
+SPEC = """
+name: members
+data: {source: synthetic, n: 120, seed: 1}
+base:
+  model: {builder: net.py:build}
+  training: {batch_size: 32}
+  determinism: {intra_op_threads: 1, inter_op_threads: 1}
+  stages: {train: {pipeline: [], epochs: 1}}
+"""
+NET = '''
+import keras
+from keras import layers
+
+
+def build(input_shape, n_classes, args, seeds):
+    image = keras.Input(shape=input_shape, name="image")
+    x = layers.Dropout(0.2, seed=seeds.dropout())(layers.Flatten()(image))
+    return keras.Model(image, layers.Dense(n_classes, kernel_initializer=seeds.initializer())(x))
+'''
+
+
+def test_members_trained_side_by_side_are_the_members_trained_in_turn(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the preprocessing cache of spawned members goes under here
+    (tmp_path / "net.py").write_text(NET)
+    spec = parse_spec(SPEC, tmp_path / "members.yaml")
+    train = load_study_data(spec.data)
+    members = ensemble_members(Chosen(spec, spec.base, "test", None), 3, train.fingerprint)
+    determinism.configure_process(spec.base.determinism)
+    in_turn = [weights_hash(m) for m in train_members(members, spec.data, 1, train)]
+    side_by_side = [weights_hash(m) for m in train_members(members, spec.data, 2, train)]
+    assert side_by_side == in_turn and len(set(in_turn)) == 3  # same members, in order, each its own seeds
