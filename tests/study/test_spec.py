@@ -103,3 +103,12 @@ def test_seed_batches_refuse_a_stage_that_may_stop_on_its_own():
     message = refusal(stage_spec(PLATEAU, "backend: jax, execution: {batch_seeds: 4}, "))
     assert "stops on a plateau (stages.a.epochs): 1" in message
     parse_spec(stage_spec("3", "backend: jax, execution: {batch_seeds: 4}, "), Path("s.yaml"))
+
+
+def test_seed_batches_refuse_test_time_shifts_and_shifts_have_a_range():
+    """A seed batch scores its lanes in one compiled step on unshifted images; shifts past 3 px are a typo."""
+    batched = "backend: jax, execution: {batch_seeds: 4}, evaluation: {test_shifts: 1}, "
+    assert "allowed with evaluation.test_shifts > 0: 1" in refusal(stage_spec("3", batched))
+    assert "evaluation.test_shifts: Input should be less than or equal to 3" in refusal(
+        stage_spec("3", "evaluation: {test_shifts: 4}, "))
+    parse_spec(stage_spec("3", "evaluation: {test_shifts: 2}, "), Path("s.yaml"))
