@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,11 @@ def train_members(members: list[PlannedRun], data: DataConfig, workers: int, tra
     with tempfile.TemporaryDirectory(prefix="harness-members-") as folder, \
             ProcessPoolExecutor(min(workers, len(members)), mp_context=mp.get_context("spawn")) as pool:
         paths = [Path(folder) / f"member-{member.replicate}.keras" for member in members]
-        list(pool.map(partial(_train_to_file, data=data), members, paths))
+        try:
+            list(pool.map(partial(_train_to_file, data=data), members, paths))
+        except BrokenProcessPool as died:  # killed (out of memory, a signal): no result to report but its end
+            raise HarnessError(f"a member's training process ended without a result ({died}); "
+                               "nothing was registered, and the same call trains again") from None
         return [keras.saving.load_model(path, compile=False) for path in paths]
 
 
