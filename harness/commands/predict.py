@@ -136,8 +136,8 @@ def predict_submission(client: Any, study: str, spec: StudySpec | None, data_pat
     determinism.configure_process(chosen.config.determinism, chosen.config.backend)
     stored = None if chosen.experiment_id is None else _stored_model(client, exp_id, key)
     if stored is None:
-        model = Ensemble(members[0].stages[-1].steps, k, form, train_members(members, chosen.spec.data, workers, train),
-                         chosen.config.evaluation.test_shifts)
+        trained = train_members(members, chosen.spec.data, workers, train)
+        model = Ensemble(members[0].stages[-1].steps, k, form, trained, chosen.config.evaluation.test_shifts)
     else:
         model, model_uri = stored
     predicted = answer(target, model.probabilities(target), form)
