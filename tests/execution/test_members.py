@@ -1,6 +1,9 @@
 """predict's members trained side by side in spawned processes are the members trained one after another here:
 the same weights, in member order, including a user model whose file the spawned process imports."""
 
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+
 from harness.commands.predict import Chosen, ensemble_members
 from harness.execution.members import train_members
 from harness.study.spec import parse_spec
@@ -29,13 +32,19 @@ def build(input_shape, n_classes, args, seeds):
 '''
 
 
+def _hashes_in_turn(members, data) -> list[str]:
+    """In a fresh process, as `predict --workers 1` trains: the backend configured for the members, then each."""
+    determinism.configure_process(members[0].config.determinism)
+    return [weights_hash(m) for m in train_members(members, data, 1, load_study_data(data))]
+
+
 def test_members_trained_side_by_side_are_the_members_trained_in_turn(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the preprocessing cache of spawned members goes under here
     (tmp_path / "net.py").write_text(NET)
     spec = parse_spec(SPEC, tmp_path / "members.yaml")
     train = load_study_data(spec.data)
     members = ensemble_members(Chosen(spec, spec.base, "test", None), 3, train.fingerprint)
-    determinism.configure_process(spec.base.determinism)
-    in_turn = [weights_hash(m) for m in train_members(members, spec.data, 1, train)]
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        in_turn = pool.submit(_hashes_in_turn, members, spec.data).result()
     side_by_side = [weights_hash(m) for m in train_members(members, spec.data, 2, train)]
     assert side_by_side == in_turn and len(set(in_turn)) == 3  # same members, in order, each its own seeds
