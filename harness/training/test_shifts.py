@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
 
 from harness.training.user_model import IMAGE_INPUT
 
@@ -51,4 +51,4 @@ def averaged_logits(logits_of: Callable[[Any], np.ndarray], x: Any, n: int) -> n
     accuracy and loss of a run read them as they read plain logits."""
     if n == 0:
         return logits_of(x)
-    return log_softmax(np.log(np.maximum(mean_probabilities(logits_of, x, n), 1e-300)), axis=1).astype(np.float32)
+    return np.log(np.maximum(mean_probabilities(logits_of, x, n), 1e-300)).astype(np.float32)  # log p: softmax → p
