@@ -2,7 +2,8 @@
 
 A CV estimate is the mean over folds of one replicate (one set of seeds); its spread over replicates is the seed
 noise of the CV estimate itself, so the 95% CI is a t interval over replicates (clipped to [0, 1]). The
-ensemble is the majority vote of all replicates' predictions within each fold, pooled over the folds.
+ensemble is what `predict --ensemble` serves: the argmax of all replicates' mean softmax within each fold, pooled
+over the folds; runs that logged no softmax (older runs tables) fall back to the majority vote of their labels.
 
 With several settings of the other factors, every pair of settings is compared on the per-seed CV means:
 paired t (scipy ttest_rel) when the same replicates drew the same seeds in both (equal `seed_block` sets per
@@ -20,6 +21,7 @@ import pandas as pd
 import scipy.stats as ss
 
 from harness.analysis.common import num, quiet
+from harness.analysis.flips import PROBABILITY
 from harness.analysis.multiplicity import holm
 from harness.analysis.runs_table import factor_roles, finished_runs
 from harness.study.roles import FOLD
@@ -82,22 +84,33 @@ def _one(group: pd.DataFrame, preds: dict[str, pd.DataFrame], fold: str) -> dict
         with quiet():
             interval = ss.ttest_1samp(per_seed, 0.0).confidence_interval(0.95)
         out["ci"] = [num(max(interval.low, 0.0)), num(min(interval.high, 1.0))]
-    out["ensemble"] = _majority_vote(complete, preds, fold)
+    out["ensemble"] = _ensemble(complete, preds, fold)
     return out
 
 
-def _majority_vote(runs: pd.DataFrame, preds: dict[str, pd.DataFrame], fold: str) -> dict[str, Any] | None:
-    """Accuracy of the per-fold majority vote of every seed, over all validation images of all folds."""
+def _ensemble(runs: pd.DataFrame, preds: dict[str, pd.DataFrame], fold: str) -> dict[str, Any] | None:
+    """Accuracy of the per-fold ensemble of every seed, over all validation images of all folds."""
     if "run_key" not in runs.columns or not all(key in preds for key in runs["run_key"]):
         return None
+    frames = [preds[key] for key in runs["run_key"]]
+    soft = all(_probabilities(f) and _probabilities(f) == _probabilities(frames[0]) for f in frames)
     correct = total = 0
     for _, runs_of_fold in runs.groupby(fold):
         frames = [preds[key].set_index("id").sort_index() for key in runs_of_fold["run_key"]]
         if any(not f.index.equals(frames[0].index) for f in frames):
             return None  # the seeds of one fold were validated on different images: no vote
-        votes = np.stack([f["pred"].to_numpy() for f in frames])
-        majority = ss.mode(votes, axis=0, keepdims=False).mode  # ties: the smallest digit
-        correct += int((majority == frames[0]["label"].to_numpy()).sum())
-        total += len(majority)
+        if soft:
+            columns = _probabilities(frames[0])
+            answer = np.mean([f[columns].to_numpy(float) for f in frames], axis=0).argmax(axis=1)
+        else:
+            votes = np.stack([f["pred"].to_numpy() for f in frames])
+            answer = ss.mode(votes, axis=0, keepdims=False).mode  # ties: the smallest digit
+        correct += int((answer == frames[0]["label"].to_numpy()).sum())
+        total += len(answer)
     return {"members": int(runs["replicate"].nunique()), "accuracy": num(correct / total) if total else None,
-            "images": total}
+            "images": total, "rule": "mean softmax" if soft else "majority vote"}
+
+
+def _probabilities(frame: pd.DataFrame) -> list[str]:
+    """The softmax columns p0, p1, ... in class order (empty for runs that logged labels only)."""
+    return sorted((c for c in frame.columns if PROBABILITY.fullmatch(str(c))), key=lambda c: int(c[1:]))

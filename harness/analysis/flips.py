@@ -1,7 +1,8 @@
 """Prediction flips: which validation examples change their predicted label from run to run.
 
 Accuracy can stay the same while individual predictions churn. Input: per-run predictions
-(run_key -> DataFrame with columns id, label, pred). Only ids present in every run are compared.
+(run_key -> DataFrame with columns id, label, pred, and p0.. where the run logged its softmax). Only ids present
+in every run are compared.
 McNemar pairs: consecutive replicates within each factor setting (runs that differ only by their
 replicate's seeds, so a significant difference is seed noise, never a configuration change); config_key
 cannot group them because it hashes the seeds. No pairs across settings. At most MAX_PAIRS pairs;
@@ -11,6 +12,7 @@ runs), never across configurations.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from harness.analysis.runs_table import factor_columns, finished_runs
 
 MAX_PAIRS = 50
 PRED_COLUMNS = ("id", "label", "pred")
+PROBABILITY = re.compile(r"p\d+")  # p0, p1, ...: the softmax of each class, where the run logged it
 
 
 def load_predictions(df: pd.DataFrame, table_dir: Path | None) -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -49,7 +52,8 @@ def load_predictions(df: pd.DataFrame, table_dir: Path | None) -> tuple[dict[str
         if missing:
             problems.append(f"{path}: missing columns {missing}; allowed: id,label,pred")
             continue
-        preds[key] = p[list(PRED_COLUMNS)].astype({"id": str})
+        probabilities = [c for c in p.columns if PROBABILITY.fullmatch(str(c))]
+        preds[key] = p[[*PRED_COLUMNS, *probabilities]].astype({"id": str})
     return preds, problems
 
 

@@ -193,7 +193,8 @@ def _cross_validation(cv: dict[str, Any] | None) -> list[str]:
     if not cv:
         return []
     out = ["## Cross-validation", "", f"{cv['folds']} folds; one CV estimate per seed (mean over its folds); "
-           "CI: t interval over seeds; ensemble: per-fold majority vote of all seeds, pooled over folds.", ""]
+           "CI: t interval over seeds; ensemble: per fold, the mean softmax of all seeds (as `predict --ensemble` "
+           "serves; the majority vote for runs that logged no softmax), pooled over folds.", ""]
     rows = []
     for g in cv["groups"]:
         ens = g["ensemble"] or {}

@@ -255,7 +255,7 @@ def _cv_sentences(cv: dict[str, Any] | None, rep: dict[str, Any] | None = None) 
                f"{_pct(group['mean'], 2)} over {group['n_seeds']} seeds{ci}"
         ens = group["ensemble"]
         if ens and ens["accuracy"] is not None:
-            text += (f"; majority vote of the {ens['members']} seeds: {_pct(ens['accuracy'], 2)} "
+            text += (f"; {ens.get('rule', 'majority vote')} of the {ens['members']} seeds: {_pct(ens['accuracy'], 2)} "
                      f"({ens['images']} images)")
         out.append(text + ".")
     for c in (cv or {}).get("comparisons", []):

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from harness.files import fault_point, kill_point
 from harness.study.design import PlannedRun
@@ -44,6 +43,7 @@ from harness.training.train import (
     stage_order_seed,
     targets,
     total_steps,
+    validation_predictions,
     weights_hash,
 )
 
@@ -262,9 +262,8 @@ class Batch:
             if len(val_rows) == 0:
                 results.append(RunResult(run, "FINISHED", **measured))
                 continue
-            predicted = logits[lane].argmax(axis=1)
             last = histories[lane][-1]
-            predictions = pd.DataFrame({"id": ids[val_rows], "label": self.digits[val_rows], "pred": predicted})
+            predictions = validation_predictions(ids[val_rows], self.digits[val_rows], logits[lane])
             results.append(RunResult(run, "FINISHED", accuracy=last["val_accuracy"], loss=last["val_loss"],
                                      predictions=predictions, **measured))
         return results

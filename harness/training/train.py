@@ -157,7 +157,7 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
                              run.config.evaluation.test_shifts)
     predicted = logits.argmax(axis=1)
     loss = float(loss_function(targets(digits[val_idx], run, n_classes), logits))
-    predictions = pd.DataFrame({"id": ids[val_idx], "label": digits[val_idx], "pred": predicted})
+    predictions = validation_predictions(ids[val_idx], digits[val_idx], logits)
     return RunResult(
         run,
         "FINISHED",
@@ -167,6 +167,17 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
         predictions=predictions,
         **measured,
     )
+
+
+def validation_predictions(ids: np.ndarray, labels: np.ndarray, logits: np.ndarray) -> pd.DataFrame:
+    """One row per validation image: id, label, the predicted class, and the softmax of every class (`p0`..), so
+    a report can average seeds' softmax the way `predict --ensemble` serves them, not only count their votes."""
+    from scipy.special import softmax
+
+    probabilities = softmax(np.asarray(logits, dtype=np.float64), axis=1)
+    frame = pd.DataFrame({"id": ids, "label": labels, "pred": np.asarray(logits).argmax(axis=1)})
+    columns = pd.DataFrame(probabilities.round(6), columns=[f"p{c}" for c in range(probabilities.shape[1])])
+    return pd.concat([frame, columns], axis=1)
 
 
 def jit_for(run: PlannedRun) -> bool:

@@ -1,4 +1,5 @@
-"""Cross-validation summary: per-seed CV means, their t interval (scipy reference) and the majority-vote ensemble."""
+"""Cross-validation summary: per-seed CV means, their t interval (scipy reference) and the seed ensemble (mean
+softmax where runs logged it, else the majority vote)."""
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,24 @@ def test_cv_means_ci_and_majority_vote(tmp_path):
     reference = ss.t.interval(0.95, 2, loc=per_seed.mean(), scale=ss.sem(per_seed))
     assert np.allclose(group["ci"], [reference[0], min(reference[1], 1.0)]) and group["ci"][1] == 1.0
     # every image has at most one wrong vote out of three: the vote is always right
-    assert group["ensemble"] == {"members": 3, "accuracy": 1.0, "images": 12}
+    assert group["ensemble"] == {"members": 3, "accuracy": 1.0, "images": 12, "rule": "majority vote"}
+
+
+def test_cv_ensemble_averages_softmax_where_runs_logged_it():
+    """Two of three seeds lean weakly to the wrong class, one is sure of the right one: the vote is wrong, the
+    mean softmax (what predict --ensemble serves) is right."""
+    rows, preds = [], {}
+    for fold in range(2):
+        for seed, (p_right, p_wrong) in enumerate([(0.45, 0.55), (0.45, 0.55), (0.98, 0.02)]):
+            key = f"f{fold}s{seed}"
+            preds[key] = pd.DataFrame({"id": [str(fold)], "label": [1], "pred": [1 if p_right > p_wrong else 0],
+                                       "p0": [p_wrong], "p1": [p_right]})
+            rows.append({"run_key": key, "status": "FINISHED", "accuracy": float(p_right > p_wrong),
+                         "replicate": seed, "evaluation.fold": str(fold)})
+    group = cross_validation(pd.DataFrame(rows), preds, ["evaluation.fold"])["groups"][0]
+    assert group["ensemble"] == {"members": 3, "accuracy": 1.0, "images": 2, "rule": "mean softmax"}
+    hard = {key: frame[["id", "label", "pred"]] for key, frame in preds.items()}
+    assert cross_validation(pd.DataFrame(rows), hard, ["evaluation.fold"])["groups"][0]["ensemble"]["accuracy"] == 0
 
 
 def test_report_states_cv_in_the_verdict(tmp_path):

@@ -69,3 +69,8 @@ def test_shifts_change_the_score_not_the_training_and_zero_keeps_the_old_keys(tm
     assert results[0].weights_hash == results[1].weights_hash  # the same training
     assert results[0].predictions["id"].tolist() == results[1].predictions["id"].tolist()
     assert results[1].loss != pytest.approx(results[0].loss)  # scored over the 9 views, not the image alone
+    for result in results:  # each run logs its softmax beside the label, for the report's seed ensemble
+        probabilities = result.predictions[[f"p{c}" for c in range(10)]].to_numpy()
+        assert probabilities.sum(axis=1) == pytest.approx(1.0, abs=1e-4)
+        assert (probabilities.argmax(axis=1) == result.predictions["pred"]).all()
+    assert not np.allclose(results[0].predictions["p0"], results[1].predictions["p0"])
