@@ -186,6 +186,7 @@ def start_child(client: Any, exp_id: str, parent_id: str, run: Any, environment:
         # the design travels with the runs table (docs/runs-table.md): kind, seed block, each factor's role
         "harness.design": getattr(run, "design", "factorial"),
         "harness.seed_block": getattr(run, "seed_block", ""),
+        **({"harness.base_point": "true"} if getattr(run, "base_point", False) else {}),
         **{f"harness.role.{key}": role for key, role in getattr(run, "roles", {}).items()},
     }
     run_id = client.create_run(exp_id, run_name=run.name, tags=tags).info.run_id
@@ -295,8 +296,10 @@ def environment_label(tags: dict[str, str]) -> str:
 
 
 def _design_columns(tags: dict[str, str]) -> dict[str, str]:
-    """`design`, `seed_block`, `stopped` and `role.<factor>` columns from a child's tags, where it has them."""
-    out = {col: tags[f"harness.{col}"] for col in ("design", "seed_block", "stopped") if f"harness.{col}" in tags}
+    """`design`, `seed_block`, `stopped`, `base_point` and `role.<factor>` columns from a child's tags, where it
+    has them."""
+    out = {col: tags[f"harness.{col}"] for col in ("design", "seed_block", "stopped", "base_point")
+           if f"harness.{col}" in tags}
     out.update({key.removeprefix("harness."): value for key, value in tags.items() if key.startswith("harness.role.")})
     return out
 

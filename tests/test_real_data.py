@@ -11,7 +11,7 @@ def test_dacon_study_plans_on_the_real_file(real_train_csv):
     study = prepare(load_spec(REPO / "studies" / "dacon.yaml"))
     assert study.spec.data.path.resolve() == real_train_csv.resolve()
     assert study.data.images.shape == (1537, 28, 28)
-    assert len(study.runs) == 15  # 5 folds x 3 seeds
+    assert len(study.runs) == 30  # 5 folds x 2 lengths x 3 seeds
 
 
 @pytest.mark.slow

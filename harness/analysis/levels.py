@@ -11,7 +11,6 @@ stds (harness.analysis.intervals); paired designs are analysed in harness.analys
 
 from __future__ import annotations
 
-from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from harness.analysis.intervals import mean_ci, std_ci
 from harness.analysis.multiplicity import holm  # noqa: F401  (re-exported)
 from harness.analysis.paired import paired_tests
 from harness.analysis.runs_table import copies_unknown, factor_columns, finished_runs
-from harness.analysis.structure import labels, rows_for
+from harness.analysis.structure import compared_pairs, labels, rows_for
 
 MIN_N = 3
 ALPHA = 0.05
@@ -203,7 +202,7 @@ def mean_tests(df: pd.DataFrame, factor: str, *, pairwise: bool = True,
     if effect_size:
         out["eta_squared"] = eta_squared(used)
     if pairwise:
-        rows = [pairwise_comparison(a, used[a], b, used[b]) for a, b in combinations(used, 2)]
+        rows = [pairwise_comparison(a, used[a], b, used[b]) for a, b in compared_pairs(df, factor, list(used))]
         for key in ("welch_p", "mw_p"):
             for row, p in zip(rows, holm([r[key] for r in rows]), strict=True):
                 row[key + "_holm"] = p

@@ -15,7 +15,6 @@ hold every level enter (complete-case). Tests:
 
 from __future__ import annotations
 
-from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from scipy import stats as ss
 
 from harness.analysis.common import num, quiet
 from harness.analysis.multiplicity import holm
-from harness.analysis.structure import block_cells, rows_for
+from harness.analysis.structure import block_cells, compared_pairs, rows_for
 
 
 def paired_tests(df: pd.DataFrame, factor: str, rows: pd.DataFrame | None = None) -> dict[str, Any] | None:
@@ -53,7 +52,7 @@ def paired_tests(df: pd.DataFrame, factor: str, rows: pd.DataFrame | None = None
     out["anova_rm"] = {"statistic": num(row["F Value"]), "p": num(row["Pr > F"]),
                        "df_num": num(row["Num DF"]), "df_denom": num(row["Den DF"])}
     rows_out = []
-    for a, b in combinations(order, 2):
+    for a, b in compared_pairs(df, factor, order):
         d = wide[a].to_numpy(float) - wide[b].to_numpy(float)
         r: dict[str, Any] = {"a": a, "b": b, "n_pairs": int(len(d)), "mean_diff": num(d.mean()), "ci": None,
                              "t": None, "df": int(len(d) - 1), "p": None, "sd_diff": num(np.std(d, ddof=1)),

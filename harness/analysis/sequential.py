@@ -24,7 +24,6 @@ Bonferroni (α/m each), which keeps the simultaneous coverage of m confidence se
 
 from __future__ import annotations
 
-from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ import pandas as pd
 
 from harness.analysis.common import num
 from harness.analysis.runs_table import distinct_runs, factor_roles, finished_runs
-from harness.analysis.structure import MIN_BLOCKS, labels, rows_for
+from harness.analysis.structure import MIN_BLOCKS, compared_pairs, labels, rows_for
 from harness.errors import HarnessError
 
 G = 10.0  # prior variance of the standardised effect at alpha 0.05; mixture_g scales it with the level (methods.md)
@@ -235,14 +234,15 @@ def _exact(rows: pd.DataFrame, factor: str, levels: list[str]) -> bool:
 
 
 def comparisons_of(df: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(factor, a, b) for every pair of levels of every varied treatment, levels in order of first appearance."""
+    """(factor, a, b) for the compared pairs of levels of every varied treatment (structure.compared_pairs: each
+    against the base in a one-at-a-time design), levels in order of first appearance."""
     fin = distinct_runs(df)
     out = []
     for factor, role in factor_roles(df).items():
         if role != "treatment" or factor not in fin.columns:
             continue
         levels = list(dict.fromkeys(labels(fin, factor)))
-        out += [(factor, a, b) for a, b in combinations(levels, 2)]
+        out += [(factor, a, b) for a, b in compared_pairs(df, factor, levels)]
     return out
 
 

@@ -2,17 +2,22 @@
 
 - One-at-a-time designs (`design` column = one_at_a_time) move one factor at a time from a base point.
   A factor's levels are compared on the base runs plus the runs that move that factor only; runs that
-  moved another factor are not the base level of this one. A factor's base level is its most frequent
-  level (the base point appears once for every other factor's moved levels).
+  moved another factor are not the base level of this one. A factor's base level is its level in the runs
+  marked `base_point` (the base config itself), else its most frequent level (the base point appears once for
+  every other factor's moved levels; a lone factor has no most frequent level). Each moved level is compared
+  with the base, not with the other moves: the family the design asks about, and the one its Holm and
+  sequential boundaries are sized for.
 - Seed blocks (`seed_block` column): runs sharing a label drew the same seed for every source. When every
   block holds every level of a treatment factor, the comparison is paired (replicate as block).
 """
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import pandas as pd
 
-from harness.analysis.runs_table import design_kind, distinct_runs, factor_columns
+from harness.analysis.runs_table import design_kind, distinct_runs, factor_columns, finished_runs
 
 MIN_BLOCKS = 3
 
@@ -37,6 +42,29 @@ def rows_for(df: pd.DataFrame, factor: str, rows: pd.DataFrame | None = None) ->
     for f in others:
         keep &= labels(fin, f) == base[f]
     return fin.loc[keep]
+
+
+def base_level(df: pd.DataFrame, factor: str) -> str | None:
+    """The level of `factor` at a one-at-a-time study's base point; None for other designs or when the table
+    cannot tell (a lone factor logged before runs carried `base_point`)."""
+    fin = finished_runs(df)
+    if design_kind(df) != "one_at_a_time" or factor not in fin.columns or fin.empty:
+        return None
+    if "base_point" in fin.columns:
+        marked = fin[fin["base_point"].map(lambda v: str(v).strip().lower() == "true")]
+        if len(marked):
+            return base_levels(marked, [factor])[factor]
+    if len([f for f in factor_columns(fin) if f != factor and labels(fin, f).nunique() > 1]) == 0:
+        return None
+    return base_levels(fin, [factor])[factor]
+
+
+def compared_pairs(df: pd.DataFrame, factor: str, levels: list[str]) -> list[tuple[str, str]]:
+    """The pairs of `levels` a study compares: each against the base in a one-at-a-time design whose base
+    level is known (in the order of `levels`), every pair otherwise."""
+    base = base_level(df, factor)
+    pairs = list(combinations(levels, 2))
+    return [p for p in pairs if base in p] if base in levels else pairs
 
 
 def block_cells(rows: pd.DataFrame, factor: str) -> pd.DataFrame | None:

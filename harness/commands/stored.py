@@ -32,25 +32,28 @@ class StoredStudy:
         runs would otherwise enter the statistics under the same factor labels. `attrs["left_out"]` counts them.
         """
         table = tracking.runs_table(self.client, self.experiment_id, predictions_dir=predictions_dir.resolve())
-        planned = self._planned_keys()
+        planned = self._planned_runs()
         if planned is not None and "config_key" in table:
-            current = table["config_key"].isin(planned)
+            current = table["config_key"].isin({run.config_key for run in planned})
             left_out = int((~current).sum())
             table = table.loc[current].reset_index(drop=True)
             table.attrs["left_out"] = left_out
+            base = {run.config_key for run in planned if run.base_point}
+            if base:  # the spec names its base config, also for runs logged before they carried the tag
+                table["base_point"] = np.where(table["config_key"].isin(base), "true", "")
         if table.empty:
             raise HarnessError(f"study '{self.name}' has no training runs in {self.client.tracking_uri}"
                                + (" planned by this version of its spec" if planned is not None else ""))
         return table
 
-    def _planned_keys(self) -> set[str] | None:
-        """Config keys of the spec at hand (run keys also hold the environment, and a report may be read on
-        another machine); None by study name or for a search (its trials are not planned)."""
+    def _planned_runs(self) -> list[Any] | None:
+        """The runs the spec at hand plans, matched by config key (run keys also hold the environment, and a
+        report may be read on another machine); None by study name or for a search (its trials are not planned)."""
         if self.spec is None or self.spec.search is not None:
             return None
         from harness.study.design import plan_runs
 
-        return {run.config_key for run in plan_runs(self.spec, self._data.fingerprint, self._data.images.shape[1])}
+        return plan_runs(self.spec, self._data.fingerprint, self._data.images.shape[1])
 
     @cached_property
     def _data(self) -> Any:

@@ -61,6 +61,7 @@ class PlannedRun:
     run_key: str
     data_fingerprint: str = ""
     design: str = "factorial"  # the study's design (factorial, one_at_a_time, listed): travels to the runs table
+    base_point: bool = False  # a one-at-a-time study's base config, the point every moved level is compared with
 
     @property
     def roles(self) -> dict[str, str]:
@@ -175,13 +176,14 @@ def in_spec_file(spec: StudySpec, err: SpecError) -> SpecError:
 def _plan(spec: StudySpec, data_fingerprint: str, image_size: int,
           environments: dict[str, dict[str, str]] | None) -> list[PlannedRun]:
     runs = []
-    for labels, config in _design_configs(spec):
+    for index, (labels, config) in enumerate(_design_configs(spec)):
         stages = resolve_stages(config, image_size)
         environment = (environments or {}).get(config.backend)
+        base_point = spec.design == "one_at_a_time" and index == 0  # _design_points puts the base first
         for replicate in range(spec.planned_repeats):
             seeds = effective_seeds(config, replicate)
             runs.append(make_run(spec.name, replicate, labels, config, seeds, stages, data_fingerprint,
-                                 design=spec.design, environment=environment))
+                                 design=spec.design, environment=environment, base_point=base_point))
     _refuse_duplicates(runs)
     return runs
 
@@ -297,14 +299,15 @@ def effective_seeds(config: RunConfig, replicate: int) -> dict[str, int]:
 
 
 def make_run(study, replicate, labels, config, seeds, stages, fingerprint, design="factorial",
-             environment: dict[str, str] | None = None) -> PlannedRun:
+             environment: dict[str, str] | None = None, base_point: bool = False) -> PlannedRun:
     """A planned run and its keys: config_key (config + data), run_key (+ replicate, + the kernel environment
     when given: the same config under other libraries is another run, never a reuse)."""
     draft = PlannedRun(study, replicate, labels, config, seeds, stages, "", "")
     config_key = stable_hash({"config": draft.resolved(), "data": fingerprint})
     identity = {"config_key": config_key, "replicate": replicate}
     run_key = stable_hash({**identity, "environment": environment} if environment else identity)
-    return PlannedRun(study, replicate, labels, config, seeds, stages, config_key, run_key, fingerprint, design)
+    return PlannedRun(study, replicate, labels, config, seeds, stages, config_key, run_key, fingerprint, design,
+                      base_point)
 
 
 def stable_hash(obj: Any) -> str:

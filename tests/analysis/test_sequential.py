@@ -127,6 +127,22 @@ def test_one_at_a_time_compares_on_base_runs() -> None:
     assert by["B"]["state"] == "no_effect"
 
 
+def test_a_lone_one_at_a_time_factor_is_compared_with_its_base_only() -> None:
+    """Three moves of one factor: three comparisons against the base, not six pairs; the family, and so each
+    comparison's boundary, is sized for them. A table without `base_point` cannot name the base: every pair."""
+    rng = np.random.default_rng(8)
+    effect = {"base": 0.0, "m1": -0.10, "m2": -0.10, "m3": 0.0}
+    rows = [{"design": "one_at_a_time", "S": level, "base_point": str(level == "base").lower(), "replicate": r,
+             "seed_block": f"s{r}", "accuracy": 0.8 + effect[level] + rng.normal(0, 0.003)}
+            for r in range(4) for level in effect]
+    out = sq.decide(pd.DataFrame(rows), resolution_pp=5.0)
+    assert [(c["a"], c["b"]) for c in out["comparisons"]] == [("base", "m1"), ("base", "m2"), ("base", "m3")]
+    assert out["family_size"] == 3
+    assert [c["state"] for c in out["comparisons"]] == ["effect", "effect", "no_effect"]
+    unmarked = sq.decide(pd.DataFrame(rows).drop(columns="base_point"), resolution_pp=5.0)
+    assert unmarked["family_size"] == 6
+
+
 def test_too_few_runs_stay_open() -> None:
     rows = [{"A": "x", "accuracy": 0.9}, {"A": "y", "accuracy": 0.8}]
     out = sq.decide(pd.DataFrame(rows), resolution_pp=1.0)

@@ -38,6 +38,29 @@ def test_tracking_reads_design_tags_back() -> None:
             "harness.run_key": "k"}
     assert _design_columns(tags) == {"design": "one_at_a_time", "seed_block": "abc", "role.seeds.fresh": "seed_source"}
     assert _design_columns({}) == {}  # runs logged before the tags existed
+    assert _design_columns({"harness.base_point": "true"}) == {"base_point": "true"}
+
+
+def test_one_at_a_time_levels_are_compared_with_the_base_in_every_test() -> None:
+    """The Welch pairwise rows and the paired rows both hold base-vs-move only; the base comes from the marked
+    runs for a lone factor and from the most frequent level when other factors move."""
+    from harness.analysis.levels import mean_tests
+    from harness.analysis.structure import base_level, compared_pairs
+
+    rng = np.random.default_rng(3)
+    rows = [{"design": "one_at_a_time", "S": level, "base_point": str(level == "b").lower(), "seed_block": f"s{r}",
+             "weights_hash": f"{level}{r}", "accuracy": 0.8 + rng.normal(0, 0.01)}
+            for r in range(4) for level in ("m1", "b", "m2")]
+    df = pd.DataFrame(rows)
+    assert base_level(df, "S") == "b" and compared_pairs(df, "S", ["m1", "b", "m2"]) == [("m1", "b"), ("b", "m2")]
+    tests = mean_tests(df, "S")
+    assert [(r["a"], r["b"]) for r in tests["paired"]["pairwise"]] == [("m1", "b"), ("b", "m2")]
+    assert len(tests["pairwise"]) == 2 and all("b" in (r["a"], r["b"]) for r in tests["pairwise"])
+    assert base_level(df.drop(columns="base_point"), "S") is None  # a lone factor: no most frequent level
+    two = pd.DataFrame([{"design": "one_at_a_time", "A": a, "B": b, "accuracy": 0.8}
+                        for a, b in (("a0", "b0"), ("a1", "b0"), ("a2", "b0"), ("a0", "b1"))])
+    assert base_level(two, "A") == "a0" and compared_pairs(two, "A", ["a1", "a0", "a2"]) == [("a1", "a0"), ("a0", "a2")]
+    assert base_level(two.assign(design="factorial"), "A") is None
 
 
 def test_planned_runs_carry_design_roles_and_seed_blocks() -> None:

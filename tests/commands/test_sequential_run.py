@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -50,6 +51,7 @@ def test_sequential_digits_study(tmp_path, in_process):
         assert run.data.params["model.args.dropout"] == key[1]
         assert run.data.params["model.builder"].endswith("digits_cnn.py:build")
         seeds[key] = seeds.get(key, 0) + 1
+        assert (run.data.tags.get("harness.base_point") == "true") == (key == ("0.005", "0.1"))  # the base config
     # the learning rate settled at min; dropout trained on (to its equivalence bound or max, both at 4 seeds here)
     assert seeds == {("0.005", "0.1"): 4, ("1e-05", "0.1"): 3, ("0.005", "0.1001"): 4}
     parent = client.search_runs([exp], "tags.`harness.role` = 'study'")[0]
@@ -75,3 +77,13 @@ def test_sequential_digits_study(tmp_path, in_process):
         "training.learning_rate": {"0.005 4", "1e-05 3"}, "model.args.dropout": {"0.1 4", "0.1001 4"}}
     assert ("every comparison is settled (2 of 2)" if seq["state"] == "settled"
             else "stopped at the maximum of 4 seeds with 1 of 2 comparison(s) still open") in report
+
+    # runs logged before they carried `harness.base_point`: the spec at hand still names its base config
+    for run in client.search_runs([exp], "tags.`harness.role` = 'training'"):
+        if "harness.base_point" in run.data.tags:
+            client.delete_tag(run.info.run_id, "harness.base_point")
+    code, _, err = in_process("export", "seq.yaml", "--out", "runs.csv")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "runs.csv", dtype=str).fillna("")
+    base = (table["training.learning_rate"] == "0.005") & (table["model.args.dropout"] == "0.1")
+    assert (table["base_point"] == "true").tolist() == base.tolist() and base.sum() == 4

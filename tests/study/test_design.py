@@ -32,6 +32,9 @@ def test_one_at_a_time_moves_one_factor_from_base():
     # base (dropout 0.25, filters 32) + dropout 0.5 + filters 8 + filters 16
     assert len(runs) == 4
     assert sum(r.factors["model.dropout"] == "0.25" and r.factors["model.filters"] == "32" for r in runs) == 1
+    # the base config is marked, so a lone factor's moves can be compared with it
+    assert [r.factors for r in runs if r.base_point] == [{"model.dropout": "0.25", "model.filters": "32"}]
+    assert not any(r.base_point for r in plan_runs(spec(text.replace("one_at_a_time", "factorial")), "fp"))
 
 
 def test_keys_are_stable_and_depend_on_data():
