@@ -22,7 +22,7 @@ from harness.analysis.intervals import mean_ci, std_ci
 from harness.analysis.multiplicity import holm  # noqa: F401  (re-exported)
 from harness.analysis.paired import paired_tests
 from harness.analysis.runs_table import copies_unknown, factor_columns, finished_runs
-from harness.analysis.structure import compared_pairs, labels, rows_for
+from harness.analysis.structure import base_level, compared_pairs, labels, rows_for
 
 MIN_N = 3
 ALPHA = 0.05
@@ -180,7 +180,7 @@ def mean_tests(df: pd.DataFrame, factor: str, *, pairwise: bool = True,
     out: dict[str, Any] = {"factor": factor, "levels": list(used), "excluded_levels": excluded,
                            "testable": reason is None, "reason": reason, "anova": None, "welch": None,
                            "kruskal": None, "eta_squared": None, "omega_squared": None, "pairwise": [],
-                           "paired": None}
+                           "paired": None, "base": base_level(df, factor)}
     if reason is not None:
         return out
     samples = list(used.values())

@@ -50,7 +50,8 @@ def best_vs_worst(factor: dict[str, Any], tests: int = 1, alpha: float = ALPHA) 
     """Highest- vs lowest-mean level, the difference and its interval at the level of the verdict's test.
 
     Means are the model's marginal means in a multi-factor design, else level means; the difference is the
-    paired mean difference when paired. `tests`: the size of the Holm family the claim belongs to.
+    paired mean difference when paired. `tests`: the size of the Holm family the claim belongs to. In a
+    one-at-a-time design the base is one of the two: the move farthest from it, adjusted over the k − 1 moves.
     """
     paired = factor["mean_tests"].get("paired")
     paired = paired if paired and paired.get("anova_rm") else None
@@ -71,6 +72,11 @@ def best_vs_worst(factor: dict[str, Any], tests: int = 1, alpha: float = ALPHA) 
     best, worst = ranked[-1], ranked[0]
     k = len(means)
     adjust = max(tests, 1) * k * (k - 1) // 2
+    base = factor["mean_tests"].get("base")
+    if base in means:
+        move = max((lv for lv in ranked if lv != base), key=lambda lv: abs(means[lv] - means[base]))
+        best, worst = sorted((move, base), key=lambda lv: means[lv], reverse=True)
+        adjust = max(tests, 1) * (k - 1)
     out = {"best": best, "worst": worst, "diff": means[best] - means[worst], "ci": None, "ci_level": 1 - alpha / adjust,
            "adjusted_over": adjust, "p_holm": None, "method": method}
     for pair in pairs:

@@ -65,3 +65,16 @@ def test_runs_from_two_environments_lead_the_verdict():
     assert rep["environments"] == {"tensorflow 2.21.0 · keras 3.15.1": 8, "tensorflow 2.20.0 · keras 3.14.0": 4}
     assert rep["verdict"][0].startswith("Runs from 2 environments (tensorflow 2.21.0")
     assert "environment" not in rep["factors"]  # a reserved column, not a factor
+
+
+def test_one_at_a_time_effect_is_a_move_against_the_base_adjusted_over_the_moves():
+    """Best vs worst would be two moves, a pair the design does not compare: the effect named is the move
+    farthest from the base, its interval Bonferroni-adjusted over the 3 moves (not the 6 pairs)."""
+    rng = np.random.default_rng(5)
+    means = {"base": 0.70, "up": 0.80, "down": 0.60, "same": 0.70}
+    rows = [{"design": "one_at_a_time", "S": lv, "base_point": str(lv == "base").lower(), "run_key": f"{lv}{r}",
+             "seed_block": f"b{r}", "accuracy": m + (0.03 if lv == "up" else 0) + rng.normal(0, 0.005)}
+            for r in range(4) for lv, m in means.items()]
+    pair = best_vs_worst(analyze(pd.DataFrame(rows))["factors"]["S"])
+    assert (pair["best"], pair["worst"], pair["adjusted_over"]) == ("up", "base", 3)
+    assert pair["ci"] is not None and pair["ci"][0] > 0.1 and pair["p_holm"] < 0.01
