@@ -279,9 +279,7 @@ def runs_table(client: Any, exp_id: str, predictions_dir: Path | None = None) ->
             row["predictions"] = _download_predictions(client, run.info.run_id, predictions_dir)
         rows.append(row)
     table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    return table.drop_duplicates("run_key", keep="last").reset_index(drop=True)
+    return table if table.empty else table.drop_duplicates("run_key", keep="last").reset_index(drop=True)
 
 
 ENVIRONMENT_TAGS = ("keras_backend", "backend_version", "keras", "numpy", "python", "devices", "cpu_count", "cpu_model")
@@ -296,10 +294,9 @@ def environment_label(tags: dict[str, str]) -> str:
 
 
 def _design_columns(tags: dict[str, str]) -> dict[str, str]:
-    """`design`, `seed_block`, `stopped`, `base_point` and `role.<factor>` columns from a child's tags, where it
-    has them."""
-    out = {col: tags[f"harness.{col}"] for col in ("design", "seed_block", "stopped", "base_point")
-           if f"harness.{col}" in tags}
+    """The design columns (docs/runs-table.md) and `role.<factor>` from a child's tags, where it has them."""
+    columns = ("design", "seed_block", "stopped", "base_point")
+    out = {col: tags[f"harness.{col}"] for col in columns if f"harness.{col}" in tags}
     out.update({key.removeprefix("harness."): value for key, value in tags.items() if key.startswith("harness.role.")})
     return out
 
