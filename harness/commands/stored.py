@@ -38,6 +38,10 @@ class StoredStudy:
             left_out = int((~current).sum())
             table = table.loc[current].reset_index(drop=True)
             table.attrs["left_out"] = left_out
+            levels = {run.config_key: run.factors for run in planned}
+            for factor in dict.fromkeys(f for run in planned for f in run.factors):
+                # a run reused after the spec gained a factor was logged without its level: the plan knows it
+                table[factor] = [levels[key].get(factor, "") for key in table["config_key"]]
             base = {run.config_key for run in planned if run.base_point}
             if base:  # the spec names its base config, also for runs logged before they carried the tag
                 table["base_point"] = np.where(table["config_key"].isin(base), "true", "")

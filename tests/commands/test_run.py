@@ -4,6 +4,7 @@ import os
 import shutil
 
 import optuna
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -107,6 +108,12 @@ def test_diverging_run_is_recorded_failed_and_the_study_goes_on(tmp_path, cli, i
     assert len((tmp_path / "reports/diverging/runs.csv").read_text().strip().splitlines()) == 1 + 4
     parent = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'study'")[0]
     assert (tmp_path / client.download_artifacts(parent.info.run_id, "study.yaml", str(tmp_path))).read_text() == edited
+
+    # a factor added at the base's value reuses every run: their rows carry its level, which no tag of theirs has
+    (tmp_path / "d.yaml").write_text(edited + "  model.filters: [4]\n")
+    assert in_process("export", "d.yaml", "--out", "added/runs.csv")[0] == 0
+    added = pd.read_csv(tmp_path / "added/runs.csv")
+    assert len(added) == 4 and added["model.filters"].tolist() == [4] * 4
 
 
 BACKENDS = """
