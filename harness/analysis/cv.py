@@ -92,15 +92,14 @@ def _ensemble(runs: pd.DataFrame, preds: dict[str, pd.DataFrame], fold: str) -> 
     """Accuracy of the per-fold ensemble of every seed, over all validation images of all folds."""
     if "run_key" not in runs.columns or not all(key in preds for key in runs["run_key"]):
         return None
-    frames = [preds[key] for key in runs["run_key"]]
-    soft = all(_probabilities(f) and _probabilities(f) == _probabilities(frames[0]) for f in frames)
+    columns = _probabilities(preds[runs["run_key"].iloc[0]]) if len(runs) else []
+    soft = bool(columns) and all(_probabilities(preds[key]) == columns for key in runs["run_key"])
     correct = total = 0
     for _, runs_of_fold in runs.groupby(fold):
         frames = [preds[key].set_index("id").sort_index() for key in runs_of_fold["run_key"]]
         if any(not f.index.equals(frames[0].index) for f in frames):
             return None  # the seeds of one fold were validated on different images: no vote
-        if soft:
-            columns = _probabilities(frames[0])
+        if soft:  # what predict --ensemble serves
             answer = np.mean([f[columns].to_numpy(float) for f in frames], axis=0).argmax(axis=1)
         else:
             votes = np.stack([f["pred"].to_numpy() for f in frames])
