@@ -21,7 +21,7 @@ import pandas as pd
 import scipy.stats as ss
 
 from harness.analysis.common import num, quiet
-from harness.analysis.flips import PROBABILITY
+from harness.analysis.flips import probability_columns
 from harness.analysis.multiplicity import holm
 from harness.analysis.runs_table import factor_roles, finished_runs
 from harness.study.roles import FOLD
@@ -92,8 +92,8 @@ def _ensemble(runs: pd.DataFrame, preds: dict[str, pd.DataFrame], fold: str) -> 
     """Accuracy of the per-fold ensemble of every seed, over all validation images of all folds."""
     if "run_key" not in runs.columns or not all(key in preds for key in runs["run_key"]):
         return None
-    columns = _probabilities(preds[runs["run_key"].iloc[0]]) if len(runs) else []
-    soft = bool(columns) and all(_probabilities(preds[key]) == columns for key in runs["run_key"])
+    columns = probability_columns(preds[runs["run_key"].iloc[0]]) if len(runs) else []
+    soft = bool(columns) and all(probability_columns(preds[key]) == columns for key in runs["run_key"])
     correct = total = 0
     for _, runs_of_fold in runs.groupby(fold):
         frames = [preds[key].set_index("id").sort_index() for key in runs_of_fold["run_key"]]
@@ -109,7 +109,3 @@ def _ensemble(runs: pd.DataFrame, preds: dict[str, pd.DataFrame], fold: str) -> 
     return {"members": int(runs["replicate"].nunique()), "accuracy": num(correct / total) if total else None,
             "images": total, "rule": "mean softmax" if soft else "majority vote"}
 
-
-def _probabilities(frame: pd.DataFrame) -> list[str]:
-    """The softmax columns p0, p1, ... in class order (empty for runs that logged labels only)."""
-    return sorted((c for c in frame.columns if PROBABILITY.fullmatch(str(c))), key=lambda c: int(c[1:]))

@@ -52,9 +52,13 @@ def load_predictions(df: pd.DataFrame, table_dir: Path | None) -> tuple[dict[str
         if missing:
             problems.append(f"{path}: missing columns {missing}; allowed: id,label,pred")
             continue
-        probabilities = [c for c in p.columns if PROBABILITY.fullmatch(str(c))]
-        preds[key] = p[[*PRED_COLUMNS, *probabilities]].astype({"id": str})
+        preds[key] = p[[*PRED_COLUMNS, *probability_columns(p)]].astype({"id": str})
     return preds, problems
+
+
+def probability_columns(frame: pd.DataFrame) -> list[str]:
+    """The softmax columns p0, p1, ... in class order (empty for runs that logged labels only)."""
+    return sorted((c for c in frame.columns if PROBABILITY.fullmatch(str(c))), key=lambda c: int(c[1:]))
 
 
 def settings(df: pd.DataFrame, keys: list[str]) -> dict[str, str]:

@@ -155,13 +155,12 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
     x_val = inputs(images_for(run.stages[-1]), val_idx)
     logits = averaged_logits(lambda x: model.predict(x, batch_size=512, verbose=0), x_val,
                              run.config.evaluation.test_shifts)
-    predicted = logits.argmax(axis=1)
     loss = float(loss_function(targets(digits[val_idx], run, n_classes), logits))
     predictions = validation_predictions(ids[val_idx], digits[val_idx], logits)
     return RunResult(
         run,
         "FINISHED",
-        accuracy=float((predicted == digits[val_idx]).mean()),
+        accuracy=float((predictions["pred"].to_numpy() == digits[val_idx]).mean()),
         loss=loss,
         wall_time_s=time.perf_counter() - started,
         predictions=predictions,
