@@ -215,7 +215,7 @@ def finish_child(client: Any, run_id: str, result: Any) -> None:
     tags = {
         "harness.failure_reason": result.failure_reason,
         "harness.weights_hash": result.weights_hash,
-        **({"harness.stopped": result.stopped} if result.stopped else {}),  # how plateau stages ended
+        **{f"harness.{key}": getattr(result, key) for key in ("stopped", "resumed") if getattr(result, key)},
         **{f"determinism.actual.{key}": str(value) for key, value in result.determinism.items()},
     }
     client.log_batch(run_id, metrics=metrics, tags=[RunTag(key, value) for key, value in tags.items()])

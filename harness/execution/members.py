@@ -51,10 +51,13 @@ def _train_to_file(member: PlannedRun, path: Path, data: DataConfig) -> None:
 
 def _trained(member: PlannedRun, train: Any) -> Any:
     from harness.execution.prepared import CACHE_DIR
+    from harness.training import checkpoint
     from harness.training.train import train_run
 
+    # a member cut short (Ctrl-C, a killed process) resumes from its checkpoint when predict is run again
     result = train_run(member, train.ids, train.digits, partial(train.images_for, cache_dir=CACHE_DIR),
-                       keep_model=True, side=train.side, n_classes=train.n_classes)
+                       keep_model=True, side=train.side, n_classes=train.n_classes,
+                       checkpoints=CACHE_DIR.parent / checkpoint.FOLDER)
     if result.status != "FINISHED":
         raise HarnessError(f"ensemble member {member.replicate} failed to train: {result.failure_reason}")
     return result.model

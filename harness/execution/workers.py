@@ -27,6 +27,7 @@ from harness.execution import run_queue
 from harness.execution.fork_server import PROCESS_START
 from harness.files import kill_point
 from harness.study.spec import StudySpec, parse_spec
+from harness.training import checkpoint
 from harness.training.sources import StudyData, load_study_data
 
 POLL_S = 1.0
@@ -115,7 +116,8 @@ class Attached:
         from harness.training.train import train_run
 
         return train_run(run, self.data.ids, self.data.digits, self.images_for, on_epoch=on_epoch,
-                         side=self.data.side, n_classes=self.data.n_classes)
+                         side=self.data.side, n_classes=self.data.n_classes,
+                         checkpoints=self.cache_dir.parent / checkpoint.FOLDER)
 
     def train_claimed(self, claimed: list[tuple[Any, Any]], trainer: Callable[[list[Any]], list[Any]],
                       retry_out_of_memory: bool, on_result: Callable[[Any, Any], None]) -> None:

@@ -42,25 +42,27 @@ def step_rows(n_rows: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     return epoch_order(n_rows, seed, FIRST_ORDER + epoch)[index * batch_size : (index + 1) * batch_size]
 
 
-def shuffled_batches(x: Any, y: np.ndarray, batch_size: int, seed: int, epochs: int) -> tuple[Any, int | None]:
-    """`fit`'s training data for `epochs` epochs and the steps per epoch to pass with it (None: Keras counts).
+def shuffled_batches(x: Any, y: np.ndarray, batch_size: int, seed: int, epochs: int,
+                     start: int = 0) -> tuple[Any, int | None]:
+    """`fit`'s training data for epochs `start`..`epochs` - 1 of a stage (`start` > 0: resumed from a checkpoint)
+    and the steps per epoch to pass with it (None: Keras counts).
 
     `x` is an array or a dict of arrays (images and side inputs), row-aligned with `y`.
     """
     import keras
 
     if keras.backend.backend() == "tensorflow":
-        return _tf_batches(x, y, batch_size, seed, epochs), steps_per_epoch(len(y), batch_size)
-    return _py_batches(x, y, batch_size, seed), None
+        return _tf_batches(x, y, batch_size, seed, epochs, start), steps_per_epoch(len(y), batch_size)
+    return _py_batches(x, y, batch_size, seed, start), None
 
 
-def _tf_batches(x: Any, y: np.ndarray, batch_size: int, seed: int, epochs: int) -> Any:
+def _tf_batches(x: Any, y: np.ndarray, batch_size: int, seed: int, epochs: int, start: int) -> Any:
     """Every epoch's batches in one finite dataset; with `steps_per_epoch`, Keras keeps one iterator over it."""
     import tensorflow as tf
 
     rows, labels = tf.nest.map_structure(tf.constant, x), tf.constant(y)
     orders = [tf.data.Dataset.from_tensor_slices(epoch_order(len(y), seed, epoch)).batch(batch_size)
-              for epoch in range(FIRST_ORDER, FIRST_ORDER + epochs)]
+              for epoch in range(FIRST_ORDER + start, FIRST_ORDER + epochs)]
     indices = orders[0]
     for order in orders[1:]:
         indices = indices.concatenate(order)
@@ -76,13 +78,13 @@ def _tf_batches(x: Any, y: np.ndarray, batch_size: int, seed: int, epochs: int) 
     return indices.map(gather).prefetch(2).with_options(options)
 
 
-def _py_batches(x: Any, y: np.ndarray, batch_size: int, seed: int) -> Any:
+def _py_batches(x: Any, y: np.ndarray, batch_size: int, seed: int, start: int) -> Any:
     import keras
 
     class ShuffledBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__()
-            self.epoch = 0
+            self.epoch = start
             self.order = epoch_order(len(y), seed, self.epoch)
 
         def __len__(self) -> int:

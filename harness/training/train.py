@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from harness.study.design import PlannedRun, Stage
 from harness.study.spec import EvaluationConfig
 from harness.training import determinism, reuse
 from harness.training.batches import shuffled_batches, steps_per_epoch, take_rows
+from harness.training.checkpoint import Checkpoints, Position, resumed_early_stopping
 from harness.training.model import N_CLASSES
 from harness.training.test_shifts import averaged_logits
 
@@ -48,6 +50,7 @@ class RunResult:
     determinism: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # the trained Keras model, kept only when asked (predict)
     stopped: str = ""  # how each stage ended when one may stop on a plateau (`stage_end`), else empty
+    resumed: str = ""  # "after epoch N" when it resumed from a checkpoint; wall and CPU time cover the rest only
     out_of_memory: bool = False  # FAILED by an out-of-memory error: the queue may retry it (see runner)
 
 
@@ -73,20 +76,27 @@ def split_indices(digits: np.ndarray, evaluation: EvaluationConfig, seed: int) -
 
 def train_run(run: PlannedRun, ids: np.ndarray, digits: np.ndarray, images_for: ImagesFor,
               on_epoch: EpochHook | None = None, keep_model: bool = False,
-              side: dict[str, np.ndarray] | None = None, n_classes: int = N_CLASSES) -> RunResult:
-    """Train one planned run from scratch; never raises for a training failure (`is_training_failure`).
+              side: dict[str, np.ndarray] | None = None, n_classes: int = N_CLASSES,
+              checkpoints: Path | None = None) -> RunResult:
+    """Train one planned run; never raises for a training failure (`is_training_failure`).
 
     `side`: per-row side inputs (fed to a user model that declares them); `n_classes`: labels are 0..n-1.
+    `checkpoints`: a folder where the training saves its state now and then and, started again after a crash,
+    resumes from it (training.checkpoint). Not with `on_epoch`: a pruner has heard the epochs before the crash.
     """
     started = time.perf_counter()
+    saver = Checkpoints(checkpoints, run.run_key) if checkpoints is not None and on_epoch is None else None
     try:
-        return _train(run, ids, digits, images_for, started, on_epoch, keep_model, side or {}, n_classes)
+        result = _train(run, ids, digits, images_for, started, on_epoch, keep_model, side or {}, n_classes, saver)
     except Exception as err:  # a broken run must not end the study; its reason is recorded
         if not is_training_failure(err):
             raise
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-        return RunResult(run, "FAILED", failure_reason=reason, wall_time_s=time.perf_counter() - started,
-                         out_of_memory=is_out_of_memory(err))
+        result = RunResult(run, "FAILED", failure_reason=reason, wall_time_s=time.perf_counter() - started,
+                           out_of_memory=is_out_of_memory(err))
+    if saver is not None and not result.out_of_memory:  # the run has its result; a retried OOM resumes
+        saver.discard()
+    return result
 
 
 def is_training_failure(err: Exception) -> bool:
@@ -108,7 +118,7 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, on_epoch: EpochHook | None,
-           keep_model: bool, side: dict[str, np.ndarray], n_classes: int) -> RunResult:
+           keep_model: bool, side: dict[str, np.ndarray], n_classes: int, saver: Checkpoints | None) -> RunResult:
     import keras
 
     from harness.training.user_model import model_inputs
@@ -133,21 +143,27 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
     def inputs(images: np.ndarray, rows: np.ndarray | None = None) -> Any:
         return model_inputs(model, images, side) if rows is None else take_rows(inputs(images), rows)
 
-    history: list[dict[str, Any]] = []
+    resumed = saver.restore(model) if saver is not None else None
+    at = resumed.position if resumed is not None else Position(0, 0, False)
+    history: list[dict[str, Any]] = resumed.history if resumed is not None else []
+    resumed_after = f"after epoch {len(history)}" if resumed is not None else ""
     ends: list[str] = []
     for stage_index, stage in enumerate(run.stages):
+        if stage_index < at.stage or (stage_index == at.stage and at.ended):  # trained before the checkpoint
+            ends.append(stage_end(stage, epochs_of(stage, history)))
+            continue
         images = inputs(images_for(stage))
-        before = len(history)
         failure = _fit_stage(model, run, stage, stage_index, images, digits, train_idx, val_idx, history, on_epoch,
-                             n_classes)
+                             n_classes, saver)
         if failure.startswith(PRUNED):
             accuracy = history[-1].get("val_accuracy", math.nan)
             return RunResult(run, "PRUNED", failure, accuracy=accuracy, history=history,
                              wall_time_s=time.perf_counter() - started)
         if failure:
             return RunResult(run, "FAILED", failure, history=history, wall_time_s=time.perf_counter() - started)
-        ends.append(stage_end(stage, len(history) - before))
+        ends.append(stage_end(stage, epochs_of(stage, history)))
     measured = {"weights_hash": weights_hash(model), "history": history, "model": model if keep_model else None,
+                "resumed": resumed_after,
                 "stopped": " · ".join(ends) if any(stage.plateau for stage in run.stages) else "",
                 "determinism": {**determinism.read_back(run.config.determinism.xla), "model": model_source}}
     if len(val_idx) == 0:  # trained on every row (predict): nothing left to measure
@@ -212,15 +228,18 @@ def _fit_stage(
     history: list[dict[str, Any]],
     on_epoch: EpochHook | None = None,
     n_classes: int = N_CLASSES,
+    saver: Checkpoints | None = None,
 ) -> str:
-    """Fit one stage's epochs, appending per-epoch rows to `history`; returns a failure reason or ''."""
+    """Fit one stage's epochs, appending per-epoch rows to `history`, from where a checkpoint left it (rows of
+    this stage already in `history`); returns a failure reason or ''."""
     import keras
 
+    prior = [row for row in history if row["stage"] == stage.name]  # trained before a checkpoint
+    first_epoch = len(history) - len(prior)
     order_seed = stage_order_seed(run, stage_index)
     labels = targets(digits, run, n_classes)
     train, steps = shuffled_batches(take_rows(images, train_idx), labels[train_idx], run.config.training.batch_size,
-                                    order_seed, stage.max_epochs)
-    first_epoch = len(history)
+                                    order_seed, stage.max_epochs, start=len(prior))
     clock = {"start": time.perf_counter()}
     pruned: list[int] = []
 
@@ -243,16 +262,22 @@ def _fit_stage(
             model.stop_training = True
             pruned.append(len(history))
 
+    def save(epoch: int, logs: dict[str, float]) -> None:  # after the plateau criterion: it may end the stage
+        done = len(history) - first_epoch
+        ended = done == stage.max_epochs or bool(model.stop_training)
+        if saver is not None and saver.due() and math.isfinite(logs.get("loss", math.nan)):
+            saver.save(model, history, Position(stage_index, done, ended))
+
     model.fit(
         train,
         steps_per_epoch=steps,
         epochs=first_epoch + stage.max_epochs,
-        initial_epoch=first_epoch,
+        initial_epoch=first_epoch + len(prior),
         validation_data=(take_rows(images, val_idx), labels[val_idx]) if len(val_idx) else None,
         validation_batch_size=512,
         shuffle=False,  # `shuffled_batches` shuffles, seeded by the data-order seed
         callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record),
-                   *plateau_callbacks(stage)],
+                   *plateau_callbacks(stage, prior), keras.callbacks.LambdaCallback(on_epoch_end=save)],
         verbose=0,
     )
     last_loss = history[-1]["loss"] if len(history) > first_epoch else math.nan
@@ -261,22 +286,25 @@ def _fit_stage(
     return f"{PRUNED} after epoch {pruned[0]}" if pruned else ""
 
 
-def plateau_callbacks(stage: Stage) -> list[Any]:
+def plateau_callbacks(stage: Stage, prior: list[dict[str, Any]] | None = None) -> list[Any]:
     """Keras's EarlyStopping for a stage that ends on a plateau (none for a fixed count).
 
+    It hears the stage's `prior` epochs (trained before a checkpoint) first, then the new ones.
     It reads `loss` or `accuracy`, the means over the epoch's training batches, never `val_*` (the scored fold:
     spec.Plateau says why). The stage keeps its last epoch's weights (no `restore_best_weights`): the best epoch by
     a training metric is no better choice for new images, and a rollback would pair earlier weights with the
     optimizer's later state in the next stage.
     """
-    import keras
-
     plateau = stage.plateau
     if plateau is None:
         return []
     mode = "min" if plateau.monitor == "loss" else "max"
-    return [keras.callbacks.EarlyStopping(monitor=plateau.monitor, min_delta=plateau.min_delta,
-                                          patience=plateau.patience, mode=mode)]
+    return [resumed_early_stopping(prior or [], monitor=plateau.monitor, min_delta=plateau.min_delta,
+                                   patience=plateau.patience, mode=mode)]
+
+
+def epochs_of(stage: Stage, history: list[dict[str, Any]]) -> int:
+    return sum(row["stage"] == stage.name for row in history)
 
 
 def stage_end(stage: Stage, trained: int) -> str:

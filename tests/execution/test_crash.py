@@ -1,7 +1,8 @@
 """SIGKILL at several points of a study, then resume: every run finishes exactly once, the killed ones stay visible.
 
 The kill comes from the harness itself (HARNESS_KILL_AT=point:marker, fired once), so it lands exactly at the
-point under test: while the preprocessing cache entry is being written, during epoch 1, while logging to MLflow.
+point under test: while the preprocessing cache entry is being written, during epoch 1, right after a
+mid-training checkpoint, while logging to MLflow.
 """
 
 import os
@@ -13,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from harness.training import checkpoint
 from tests.conftest import run_cli
 
 SPEC = """
@@ -64,6 +66,8 @@ def test_killed_at_each_point_of_a_study_resumes_and_every_run_finishes_once(stu
     - a worker right after its claim, before the first heartbeat: the trial must go stale like any dead worker's
       (it hung `run` for ever while the first heartbeat came after the claim);
     - a worker during epoch 1 and while logging to MLflow: the run stays visible as KILLED and is trained again;
+    - a worker right after its checkpoint of epoch 1: the retry resumes there, and ends with the weights of a
+      training never stopped;
     - a worker between MLflow's FINISHED and the queue's COMPLETE: the retried trial finds the logged run and
       trains nothing.
     Each dead worker is replaced (2 workers); each killed trial fails stale and is retried."""
@@ -71,16 +75,37 @@ def test_killed_at_each_point_of_a_study_resumes_and_every_run_finishes_once(stu
     killed = run_killed_once(study_dir, "atomic-write")
     assert killed.returncode == -9 and (study_dir / "fired-atomic-write").exists()
 
-    points = ("claimed", "epoch", "logging", "finished")
-    done = run_killed_once(study_dir, *points, extra=("--workers", "2"))
+    points = ("claimed", "epoch", "checkpoint", "logging", "finished")
+    os.environ[checkpoint.EVERY_S_ENV] = "0"  # a checkpoint after every epoch
+    try:
+        done = run_killed_once(study_dir, *points, extra=("--workers", "2"))
+    finally:
+        del os.environ[checkpoint.EVERY_S_ENV]
     assert done.returncode == 0, done.stderr[-3000:]
     assert [point for point in points if not (study_dir / f"fired-{point}").exists()] == [], "points never reached"
     assert "4/4 runs finished" in done.stdout
-    assert_each_run_finished_once(study_dir, runs=4, killed=2, failed_trials=4)
+    assert_each_run_finished_once(study_dir, runs=4, killed=3, failed_trials=5)
+    assert_resumed_run_has_uninterrupted_weights(study_dir)
     cache = study_dir / "mlruns/cache"
     assert len(list(cache.rglob(".*.tmp"))) == 1  # the killed write's temp file: left behind, never read
     entries = list(cache.rglob("*.npy"))
     assert len(entries) == 1 and np.load(entries[0]).shape == (200, 28, 28)
+
+
+def assert_resumed_run_has_uninterrupted_weights(study_dir) -> None:
+    """The one run resumed from its checkpoint ends as the same run trained in one go in a fresh process."""
+    from harness.execution.prepared import prepare
+    from harness.study.spec import load_spec
+    from tests.training.test_determinism import hashes
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{study_dir / 'mlruns/mlflow.db'}")
+    experiment = client.get_experiment_by_name("crash")
+    resumed = client.search_runs([experiment.experiment_id], "tags.`harness.resumed` = 'after epoch 1'")
+    assert len(resumed) == 1 and resumed[0].info.status == "FINISHED"
+    keys = [run.run_key for run in prepare(load_spec(study_dir / "crash.yaml")).runs]
+    index = keys.index(resumed[0].data.tags["harness.run_key"])
+    assert hashes(study_dir / "crash.yaml", index) == [resumed[0].data.tags["harness.weights_hash"]]
+    assert list((study_dir / "mlruns/checkpoints").glob("*.npz")) == []  # none left once every run is logged
 
 
 @pytest.mark.slow

@@ -30,10 +30,10 @@ class BatchRecorder(keras.Model):
         return {"loss": 0.0}
 
 
-def _fed(data, steps=None) -> list[list[int]]:
+def _fed(data, steps=None, epochs=3) -> list[list[int]]:
     model = BatchRecorder()
     model.compile(run_eagerly=True)
-    model.fit(data, steps_per_epoch=steps, epochs=3, verbose=0, shuffle=False)
+    model.fit(data, steps_per_epoch=steps, epochs=epochs, verbose=0, shuffle=False)
     return model.seen
 
 
@@ -41,10 +41,14 @@ def test_tensorflow_pipeline_feeds_the_pydataset_batches_in_order():
     x = {"image": np.arange(10 * 4, dtype="float32").reshape(10, 4), "letter": np.arange(10, dtype="int32")}
     y = np.arange(10) % 3
     data, steps = batches.shuffled_batches(x, y, batch_size=4, seed=11, epochs=3)
-    expected = _fed(batches._py_batches(x, y, batch_size=4, seed=11))
+    expected = _fed(batches._py_batches(x, y, batch_size=4, seed=11, start=0))
     assert steps == 3 and [len(b) for b in expected] == [4, 4, 2] * 3
     assert _fed(data, steps) == expected
     assert expected[0] != expected[3]  # each epoch has its own order
+    # resumed after epoch 1 (training.checkpoint): the batches of epochs 2 and 3, on either path
+    resumed, _ = batches.shuffled_batches(x, y, batch_size=4, seed=11, epochs=3, start=1)
+    assert _fed(resumed, steps, epochs=2) == expected[3:]
+    assert _fed(batches._py_batches(x, y, batch_size=4, seed=11, start=1), epochs=2) == expected[3:]
 
 
 def test_either_input_path_trains_bit_identical_weights(tmp_path, monkeypatch):
@@ -58,5 +62,5 @@ def test_either_input_path_trains_bit_identical_weights(tmp_path, monkeypatch):
 
     pipeline = weights()
     monkeypatch.setattr(train, "shuffled_batches",
-                        lambda x, y, size, seed, _epochs: (batches._py_batches(x, y, size, seed), None))
+                        lambda x, y, size, seed, _epochs, start: (batches._py_batches(x, y, size, seed, start), None))
     assert weights() == pipeline
