@@ -256,17 +256,19 @@ def _fit_stage(
             }
         )
         clock["start"] = now
-        if STOP_REQUESTED.is_set():
-            raise KeyboardInterrupt
         if on_epoch is not None and on_epoch(len(history), float(logs.get("val_accuracy", math.nan))):
             model.stop_training = True
             pruned.append(len(history))
 
-    def save(epoch: int, logs: dict[str, float]) -> None:  # after the plateau criterion: it may end the stage
-        done = len(history) - first_epoch
-        ended = done == stage.max_epochs or bool(model.stop_training)
-        if saver is not None and saver.due() and math.isfinite(logs.get("loss", math.nan)):
+    def end_epoch(epoch: int, logs: dict[str, float]) -> None:
+        """Last, after the plateau criterion (it may end the stage): a checkpoint when one is due or a stop was
+        asked for (so a Ctrl-C loses no epoch), then the stop."""
+        done, stopping = len(history) - first_epoch, STOP_REQUESTED.is_set()
+        if saver is not None and (saver.due() or stopping) and math.isfinite(logs.get("loss", math.nan)):
+            ended = done == stage.max_epochs or bool(model.stop_training)
             saver.save(model, history, Position(stage_index, done, ended))
+        if stopping:
+            raise KeyboardInterrupt
 
     model.fit(
         train,
@@ -277,7 +279,7 @@ def _fit_stage(
         validation_batch_size=512,
         shuffle=False,  # `shuffled_batches` shuffles, seeded by the data-order seed
         callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LambdaCallback(on_epoch_end=record),
-                   *plateau_callbacks(stage, prior), keras.callbacks.LambdaCallback(on_epoch_end=save)],
+                   *plateau_callbacks(stage, prior), keras.callbacks.LambdaCallback(on_epoch_end=end_epoch)],
         verbose=0,
     )
     last_loss = history[-1]["loss"] if len(history) > first_epoch else math.nan

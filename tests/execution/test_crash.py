@@ -109,7 +109,7 @@ def assert_resumed_run_has_uninterrupted_weights(study_dir) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_marks_the_current_run_and_a_second_run_resumes(study_dir):
+def test_ctrl_c_marks_the_current_run_and_a_second_run_resumes_it_from_its_last_epoch(study_dir):
     """The Ctrl-C must land inside the first training: at 30 epochs it lasts ~6 s idle, while the poll below
     sees it start within a fraction of a second (12 epochs, ~2 s, let a loaded machine finish it first)."""
     import signal
@@ -157,6 +157,9 @@ def test_ctrl_c_marks_the_current_run_and_a_second_run_resumes(study_dir):
     resumed = run_cli("run", "crash.yaml", "--no-progress", cwd=study_dir, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "2/2 runs finished" in resumed.stdout
+    # the interrupted training saved its epoch on the way out, and picked up there
+    [picked_up] = client.search_runs([experiment.experiment_id], "tags.`harness.resumed` LIKE 'after epoch %'")
+    assert picked_up.info.status == "FINISHED" and picked_up.data.metrics["epochs_trained"] == 30
 
 
 @pytest.mark.slow
