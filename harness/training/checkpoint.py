@@ -53,6 +53,7 @@ class Position:
 class Resumed:
     position: Position
     history: list[dict[str, Any]]
+    elapsed_s: float  # training time up to the checkpoint, over every attempt (work lost to a crash not counted)
 
 
 class Checkpoints:
@@ -62,14 +63,17 @@ class Checkpoints:
         self.path = Path(folder) / f"{run_key}.npz"
         self.run_key = run_key
         self.every_s = float(os.environ.get(EVERY_S_ENV, DEFAULT_EVERY_S)) if every_s is None else every_s
-        self._last = time.monotonic()
+        self._last = self._began = time.monotonic()
+        self._before_s = 0.0  # training time of earlier attempts, up to the checkpoint this one resumed from
 
     def due(self) -> bool:
         return time.monotonic() - self._last >= self.every_s
 
     def save(self, model: Any, history: list[dict[str, Any]], position: Position) -> None:
         """The model's and optimizer's variables, the history and the position, replacing the previous file."""
-        meta = {"format": FORMAT, "run_key": self.run_key, "position": vars(position), "history": history}
+        elapsed_s = self._before_s + time.monotonic() - self._began
+        meta = {"format": FORMAT, "run_key": self.run_key, "position": vars(position), "history": history,
+                "elapsed_s": elapsed_s}
         arrays = {f"model_{i}": np.asarray(v) for i, v in enumerate(model.variables)}
         arrays |= {f"optimizer_{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)}
         buffer = io.BytesIO()
@@ -101,7 +105,8 @@ class Checkpoints:
             return None
         for variable, array in pairs:
             variable.assign(array)
-        return Resumed(Position(**meta["position"]), meta["history"])
+        self._before_s, self._began = meta["elapsed_s"], time.monotonic()
+        return Resumed(Position(**meta["position"]), meta["history"], meta["elapsed_s"])
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)

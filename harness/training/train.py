@@ -50,7 +50,7 @@ class RunResult:
     determinism: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # the trained Keras model, kept only when asked (predict)
     stopped: str = ""  # how each stage ended when one may stop on a plateau (`stage_end`), else empty
-    resumed: str = ""  # "after epoch N" when it resumed from a checkpoint; wall and CPU time cover the rest only
+    resumed: str = ""  # "after epoch N" when it resumed from a checkpoint (wall time adds the earlier attempts')
     out_of_memory: bool = False  # FAILED by an out-of-memory error: the queue may retry it (see runner)
 
 
@@ -147,6 +147,7 @@ def _train(run: PlannedRun, ids, digits, images_for: ImagesFor, started: float, 
     at = resumed.position if resumed is not None else Position(0, 0, False)
     history: list[dict[str, Any]] = resumed.history if resumed is not None else []
     resumed_after = f"after epoch {len(history)}" if resumed is not None else ""
+    started -= resumed.elapsed_s if resumed is not None else 0.0  # wall time counts every attempt's kept epochs
     ends: list[str] = []
     for stage_index, stage in enumerate(run.stages):
         if stage_index < at.stage or (stage_index == at.stage and at.ended):  # trained before the checkpoint

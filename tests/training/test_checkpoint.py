@@ -86,6 +86,8 @@ def test_a_training_resumed_at_each_kind_of_point_ends_bit_identical_to_an_unint
     assert resumed.weights_hash == uninterrupted.weights_hash
     assert resumed.accuracy == uninterrupted.accuracy
     assert list(tmp_path.glob("*.npz")) == []  # a finished run leaves no checkpoint behind
+    # its wall time counts the epochs the earlier attempts kept, not only the last attempt's
+    assert resumed.wall_time_s >= sum(row["epoch_time_s"] for row in resumed.history)
 
 
 def test_a_checkpoint_that_does_not_fit_is_ignored_and_the_run_starts_over(study, uninterrupted, tmp_path,
