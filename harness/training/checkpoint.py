@@ -12,11 +12,11 @@ A run's next epoch depends, besides its config, on:
 A checkpoint holds exactly those, in one `.npz` named by the run key (which names the resolved config and the data
 fingerprint), written atomically, so a kill mid-write leaves the previous one. One is written at the end of an
 epoch when `every_s` seconds have passed since the last (default `DEFAULT_EVERY_S`, env `HARNESS_CHECKPOINT_S`),
-and when a stop signal waited for that epoch (train._fit_stage), so a Ctrl-C loses no finished epoch:
-the dacon letter ResNet's checkpoint (309k weights and Adam's two moments) is 3.8 MB and took 22-109 ms to save
-on 2 loaded cores, against ~4.7 s an epoch. The checkpoint lives in the
-worker's store (`mlruns/checkpoints/`), so it resumes a training on the machine that began it; a worker
-elsewhere starts the run from epoch 0 and ends with the same weights.
+and when a stop signal waited for that epoch (train._fit_stage), so a Ctrl-C loses no finished epoch: the dacon
+letter ResNet's checkpoint (309k weights and Adam's two moments) is 3.8 MB and took 22-109 ms to save on 2 loaded
+cores, against ~4.7 s an epoch. The checkpoint lives in the worker's store (`mlruns/checkpoints/`), so it resumes a
+training on the machine that began it; a worker elsewhere starts the run from epoch 0 and ends with the same
+weights.
 """
 
 from __future__ import annotations
