@@ -295,7 +295,7 @@ def environment_label(tags: dict[str, str]) -> str:
 
 def _design_columns(tags: dict[str, str]) -> dict[str, str]:
     """The design columns (docs/runs-table.md) and `role.<factor>` from a child's tags, where it has them."""
-    columns = ("design", "seed_block", "stopped", "base_point")
+    columns = ("design", "seed_block", "stopped", "resumed", "base_point")
     out = {col: tags[f"harness.{col}"] for col in columns if f"harness.{col}" in tags}
     out.update({key.removeprefix("harness."): value for key, value in tags.items() if key.startswith("harness.role.")})
     return out

@@ -32,6 +32,7 @@ RESERVED_COLUMNS: tuple[str, ...] = (
     "seed_block",
     "environment",
     "stopped",  # how each stage ended where one may stop on a plateau (`name: plateau at 37/300 · ...`)
+    "resumed",  # `after epoch N` for a training that picked up from its checkpoint after a crash
     "base_point",  # true for a one-at-a-time study's base config: each moved level is compared with it
 )
 IGNORED_PREFIXES: tuple[str, ...] = ("metric.", "param.", "role.")
@@ -41,7 +42,7 @@ FINISHED = "FINISHED"
 ALLOWED_STATUS: tuple[str, ...] = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
 _FLOAT_COLUMNS = ("accuracy", "loss", "wall_time_s")
 _TEXT_COLUMNS = (
-    "environment", "stopped", "base_point",
+    "environment", "stopped", "resumed", "base_point",
     "run_key", "config_key", "failure_reason", "weights_hash", "predictions", "run_id", "run_name", "seed_block",
 )
 

@@ -14,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from harness import tracking
 from harness.training import checkpoint
 from tests.conftest import run_cli
 
@@ -102,6 +103,8 @@ def assert_resumed_run_has_uninterrupted_weights(study_dir) -> None:
     experiment = client.get_experiment_by_name("crash")
     resumed = client.search_runs([experiment.experiment_id], "tags.`harness.resumed` = 'after epoch 1'")
     assert len(resumed) == 1 and resumed[0].info.status == "FINISHED"
+    table = tracking.runs_table(client, experiment.experiment_id)
+    assert table["resumed"].fillna("").tolist().count("after epoch 1") == 1  # and the runs table says so
     keys = [run.run_key for run in prepare(load_spec(study_dir / "crash.yaml")).runs]
     index = keys.index(resumed[0].data.tags["harness.run_key"])
     assert hashes(study_dir / "crash.yaml", index) == [resumed[0].data.tags["harness.weights_hash"]]
