@@ -55,9 +55,11 @@ def _trained(member: PlannedRun, train: Any) -> Any:
     from harness.training.train import train_run
 
     # a member cut short (Ctrl-C, a killed process) resumes from its checkpoint when predict is run again
+    folder = CACHE_DIR.parent / checkpoint.FOLDER
     result = train_run(member, train.ids, train.digits, partial(train.images_for, cache_dir=CACHE_DIR),
-                       keep_model=True, side=train.side, n_classes=train.n_classes,
-                       checkpoints=CACHE_DIR.parent / checkpoint.FOLDER)
+                       keep_model=True, side=train.side, n_classes=train.n_classes, checkpoints=folder)
+    if not result.out_of_memory:
+        checkpoint.discard(folder, member.run_key)
     if result.status != "FINISHED":
         raise HarnessError(f"ensemble member {member.replicate} failed to train: {result.failure_reason}")
     return result.model

@@ -89,6 +89,11 @@ class Attached:
     def images_for(self, stage: Any) -> Any:
         return self.data.images_for(stage, self.cache_dir)
 
+    @property
+    def checkpoints(self) -> Path:
+        """Where this machine's trainings keep their mid-training state: in the store, beside the cache."""
+        return self.cache_dir.parent / checkpoint.FOLDER
+
     def train(self, trial: Any, run: Any, on_epoch: Callable[[int, float], bool]) -> Any:
         """Train one claimed trial alone, `on_epoch` hearing each epoch's validation accuracy (a pruner may stop
         it), and log it as a child run; its result."""
@@ -117,7 +122,7 @@ class Attached:
 
         return train_run(run, self.data.ids, self.data.digits, self.images_for, on_epoch=on_epoch,
                          side=self.data.side, n_classes=self.data.n_classes,
-                         checkpoints=self.cache_dir.parent / checkpoint.FOLDER)
+                         checkpoints=self.checkpoints)
 
     def train_claimed(self, claimed: list[tuple[Any, Any]], trainer: Callable[[list[Any]], list[Any]],
                       retry_out_of_memory: bool, on_result: Callable[[Any, Any], None]) -> None:
@@ -149,6 +154,8 @@ class Attached:
                         tracking.end_child(self.client, run_id, "KILLED", LEASE_LOST)
                         raise LeaseLost(f"trial {trial.number}: {LEASE_LOST}")
                     self._finish(run_id, result)
+                    if result.status != "KILLED":  # stored for good (an OOM to retry resumes from it)
+                        checkpoint.discard(self.checkpoints, result.run.run_key)
                     kill_point("finished")  # crash tests: logged FINISHED, the queue not told yet
                     on_result(trial, result)
             except KeyboardInterrupt:

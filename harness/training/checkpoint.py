@@ -60,7 +60,7 @@ class Checkpoints:
     """The checkpoint of one run, in `folder`; `every_s` None reads `HARNESS_CHECKPOINT_S` (default 60 s)."""
 
     def __init__(self, folder: Path, run_key: str, every_s: float | None = None) -> None:
-        self.path = Path(folder) / f"{run_key}.npz"
+        self.path = path_of(folder, run_key)
         self.run_key = run_key
         self.every_s = float(os.environ.get(EVERY_S_ENV, DEFAULT_EVERY_S)) if every_s is None else every_s
         self._last = self._began = time.monotonic()
@@ -108,8 +108,14 @@ class Checkpoints:
         self._before_s, self._began = meta["elapsed_s"], time.monotonic()
         return Resumed(Position(**meta["position"]), meta["history"], meta["elapsed_s"])
 
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+
+def path_of(folder: Path, run_key: str) -> Path:
+    return Path(folder) / f"{run_key}.npz"
+
+
+def discard(folder: Path, run_key: str) -> None:
+    """Delete a run's checkpoint once its result is stored (none there is fine)."""
+    path_of(folder, run_key).unlink(missing_ok=True)
 
 
 def resumed_early_stopping(prior: list[dict[str, Any]], **kwargs: Any) -> Any:

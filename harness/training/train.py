@@ -83,20 +83,19 @@ def train_run(run: PlannedRun, ids: np.ndarray, digits: np.ndarray, images_for: 
     `side`: per-row side inputs (fed to a user model that declares them); `n_classes`: labels are 0..n-1.
     `checkpoints`: a folder where the training saves its state now and then and, started again after a crash,
     resumes from it (training.checkpoint). Not with `on_epoch`: a pruner has heard the epochs before the crash.
+    The caller discards the checkpoint (`checkpoint.discard`) once the result is stored: a crash while it is
+    logged then costs no training.
     """
     started = time.perf_counter()
     saver = Checkpoints(checkpoints, run.run_key) if checkpoints is not None and on_epoch is None else None
     try:
-        result = _train(run, ids, digits, images_for, started, on_epoch, keep_model, side or {}, n_classes, saver)
+        return _train(run, ids, digits, images_for, started, on_epoch, keep_model, side or {}, n_classes, saver)
     except Exception as err:  # a broken run must not end the study; its reason is recorded
         if not is_training_failure(err):
             raise
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-        result = RunResult(run, "FAILED", failure_reason=reason, wall_time_s=time.perf_counter() - started,
-                           out_of_memory=is_out_of_memory(err))
-    if saver is not None and not result.out_of_memory:  # the run has its result; a retried OOM resumes
-        saver.discard()
-    return result
+        return RunResult(run, "FAILED", failure_reason=reason, wall_time_s=time.perf_counter() - started,
+                         out_of_memory=is_out_of_memory(err))
 
 
 def is_training_failure(err: Exception) -> bool:

@@ -85,7 +85,11 @@ def test_a_training_resumed_at_each_kind_of_point_ends_bit_identical_to_an_unint
     assert resumed.stopped == uninterrupted.stopped
     assert resumed.weights_hash == uninterrupted.weights_hash
     assert resumed.accuracy == uninterrupted.accuracy
-    assert list(tmp_path.glob("*.npz")) == []  # a finished run leaves no checkpoint behind
+    # its last checkpoint stays until the caller has stored the result: a crash while logging it trains nothing
+    again = train()
+    assert (again.resumed, again.weights_hash) == (f"after epoch {len(uninterrupted.history)}", resumed.weights_hash)
+    checkpoint.discard(tmp_path, run.run_key)
+    assert list(tmp_path.glob("*.npz")) == []
     # its wall time counts the epochs the earlier attempts kept, not only the last attempt's
     assert resumed.wall_time_s >= sum(row["epoch_time_s"] for row in resumed.history)
 
